@@ -1,0 +1,52 @@
+# Developer entry points. `make help` lists the targets.
+# Every target that runs code depends on `install`, so a fresh clone needs only `make test` (this is what CI runs).
+
+# Python 3.11 if present, otherwise whatever python3 is.
+PYTHON ?= $(shell command -v python3.11 >/dev/null 2>&1 && echo python3.11 || echo python3)
+VENV ?= .venv
+PIP := $(VENV)/bin/pip
+PY := $(VENV)/bin/python
+
+# Default selection for `make test`; `make test PYTEST_ARGS=` runs everything, `make test ARGS=-x` adds options.
+PYTEST_ARGS ?= -m "not slow"
+ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install train test test-all lint tensorboard clean clean-logs
+
+help: ## Show this help
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+# setup.cfg keeps torch loose (`torch>=2.1`) so GPU users can bring their own CUDA build. The constraints file
+# pins the CPU wheel for this install path only, so `make install` never pulls a multi-GB CUDA build.
+# The stamp file makes the target idempotent: it reruns only when the dependencies change.
+$(VENV)/.installed: setup.cfg requirements/constraints-cpu.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PIP) install -c requirements/constraints-cpu.txt -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed ## Create the venv (if missing) and install the project with dev extras
+
+train: install ## Train: make train ARGS="trainer.max_epochs=3 ..."
+	$(PY) src/train.py algo=empg task=deepsearch $(ARGS)
+
+test: install ## Run the fast tests (not marked slow): make test ARGS="-k utils"
+	$(PY) -m pytest $(PYTEST_ARGS) $(ARGS)
+
+test-all: install ## Run all tests, slow ones included
+	$(PY) -m pytest $(ARGS)
+
+lint: install ## Check style with flake8 (settings in setup.cfg)
+	$(PY) -m flake8 src envs tests
+
+tensorboard: install ## Open TensorBoard on every run under logs/
+	$(VENV)/bin/tensorboard --logdir logs/
+
+clean: ## Remove caches and build files (keeps the venv and logs)
+	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -exec rm -rf {} +
+	rm -rf .pytest_cache .hypothesis build dist *.egg-info
+
+clean-logs: ## Remove all run logs (keeps logs/.gitkeep)
+	find logs -mindepth 1 ! -name .gitkeep -exec rm -rf {} +

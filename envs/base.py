@@ -1,0 +1,53 @@
+"""The one interface every task implements: text in, text out, gymnasium's signatures.
+
+An environment plays one episode at a time. ``step`` receives the model's *whole* response; the
+environment extracts the action in its own task format, and a malformed or impossible action is an
+invalid step (feedback text, a configurable penalty, ``info["action_valid"] = False``), never an
+exception. Batched play is the sampler's job (``src/rollout``), not the environment's.
+"""
+from __future__ import annotations
+
+import abc
+from typing import Any, Dict, Iterable, Optional, Tuple
+
+StepResult = Tuple[str, float, bool, bool, Dict[str, Any]]
+
+
+class TextEnv(abc.ABC):
+    """Base class of all text environments.
+
+    Required ``info`` keys:
+      * ``reset``: ``instruction`` (the task instruction shown at every turn), ``task_id``.
+      * ``step``: ``action`` (the extracted action text, ``""`` if none), ``action_valid`` (bool),
+        and when the episode ends (terminated or truncated) ``won`` and ``success`` (bool, equal)
+        plus ``metrics`` (dict of floats, task metrics of the finished episode).
+      * optional ``admissible_actions`` (list of str) where the task has a finite action set.
+    """
+
+    #: Registry name, set by :func:`envs.registry.register_env`.
+    name: str = ""
+    #: Hard cap on agent steps per episode.
+    max_steps: int = 1
+
+    @abc.abstractmethod
+    def reset(self, seed: Optional[int] = None, options: Optional[dict] = None) -> Tuple[str, Dict[str, Any]]:
+        """Start an episode. ``options={"index": i}`` selects task ``i`` of the split
+        (deterministically); otherwise ``seed`` (or the env's own RNG) draws one."""
+
+    @abc.abstractmethod
+    def step(self, response: str) -> StepResult:
+        """Apply the model's whole response; returns (observation, reward, terminated, truncated, info)."""
+
+    @abc.abstractmethod
+    def expert_response(self) -> str:
+        """The oracle's full response text (same format the model must write) for the current state."""
+
+    @abc.abstractmethod
+    def num_tasks(self) -> int:
+        """Number of distinct tasks (questions, games, goals) in this environment's split."""
+
+    @classmethod
+    def tokenizer_corpus(cls, **cfg: Any) -> Iterable[str]:
+        """Texts of this task (documents, questions, prompts, expert responses) for training the
+        tiny local tokenizer. Default: nothing task-specific."""
+        return ()

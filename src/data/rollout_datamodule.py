@@ -1,0 +1,181 @@
+"""The on-policy DataModule: every epoch it plays ``groups x group_size`` fresh episodes with the
+current policy and serves the resulting step rows (with advantages) as mini-batches."""
+from __future__ import annotations
+
+import random
+from functools import partial
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+from lightning import LightningDataModule
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from envs import make_env
+from envs.base import TextEnv
+from src.models.policy import Policy
+from src.rollout.expert import expert_demonstrations
+from src.rollout.sampler import MultiTurnSampler, RolloutResult
+from src.utils.pylogger import RankedLogger
+
+from src.data.batch import collate_steps
+
+log = RankedLogger(__name__, rank_zero_only=True)
+
+
+class RowDataset(Dataset):
+    def __init__(self, rows: Sequence[Dict[str, Any]]):
+        self.rows = list(rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> Dict[str, Any]:
+        return self.rows[i]
+
+
+class PassesSampler(Sampler[int]):
+    """``passes`` independent shuffles of the rows back to back: PPO's several epochs over one
+    rollout, while Lightning still sees a single epoch per rollout."""
+
+    def __init__(self, num_rows: int, passes: int, seed: int):
+        self.num_rows, self.passes, self.seed = num_rows, passes, seed
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed)
+        for _ in range(self.passes):
+            yield from torch.randperm(self.num_rows, generator=g).tolist()
+
+    def __len__(self) -> int:
+        return self.num_rows * self.passes
+
+
+class RolloutDataModule(LightningDataModule):
+    """Plays a registered text environment with the LightningModule's current policy.
+
+    Args:
+        env_name: registry name of the task (``envs.list_envs()``).
+        env: constructor arguments of the environment (the task config's ``env:`` block).
+        sampler: the batched multi-turn sampler (prompt window, response length, temperature).
+        groups: distinct tasks per rollout (global, divided over ranks).
+        group_size: episodes per task (G in GRPO); group members get identical resets.
+        mini_batch_size: rows per optimisation step (per rank).
+        ppo_epochs: passes over each rollout's rows.
+        val_episodes: held-out tasks played greedily at each validation (global).
+        val_batch_size: episodes played together in one validation batch.
+        val_split: split the validation tasks come from.
+        seed: base seed of task draws (mixed with the epoch and the rank).
+    """
+
+    def __init__(
+        self,
+        env_name: str,
+        sampler: MultiTurnSampler,
+        env: Optional[Dict[str, Any]] = None,
+        groups: int = 8,
+        group_size: int = 8,
+        mini_batch_size: int = 64,
+        ppo_epochs: int = 1,
+        val_episodes: int = 100,
+        val_batch_size: int = 50,
+        val_split: str = "val",
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(logger=False, ignore=["sampler"])
+        self.env_name = env_name
+        self.env_kwargs = dict(env or {})
+        self.sampler = sampler
+        self.train_envs: List[TextEnv] = []
+        self.val_envs: List[TextEnv] = []
+        self._rank, self._world_size = 0, 1
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, stage: Optional[str] = None) -> None:
+        if self.train_envs:
+            return
+        if self.trainer is not None:
+            self._rank, self._world_size = self.trainer.global_rank, self.trainer.world_size
+        if self.hparams.groups % self._world_size:
+            raise ValueError(f"task.groups={self.hparams.groups} must be divisible by the number of devices "
+                             f"({self._world_size}): each rank plays whole groups")
+        local = (self.hparams.groups // self._world_size) * self.hparams.group_size
+        base = self.hparams.seed * 100_003 + self._rank * 10_007
+        self.train_envs = [self.make_env("train", base + i) for i in range(local)]
+        self.val_envs = [self.make_env(self.hparams.val_split, base + i) for i in range(self.hparams.val_batch_size)]
+
+    def make_env(self, split: str, seed: int) -> TextEnv:
+        return make_env(self.env_name, split=split, seed=seed, **self.env_kwargs)
+
+    @property
+    def max_steps(self) -> int:
+        """Longest possible episode: the T of the (B, T) step tensors."""
+        return (self.train_envs or [self.make_env("train", 0)])[0].max_steps
+
+    @property
+    def local_groups(self) -> int:
+        return self.hparams.groups // self._world_size
+
+    # ------------------------------------------------------------------ training data
+    def train_resets(self, epoch: int) -> Tuple[List[Dict[str, Any]], List[int]]:
+        """One task index per group, drawn from (seed, epoch, global group id); every member of a
+        group gets the same reset so their returns are comparable."""
+        num_tasks = self.train_envs[0].num_tasks()
+        resets, group_ids = [], []
+        for g in range(self.local_groups):
+            global_group = self._rank * self.local_groups + g
+            task = random.Random(f"{self.hparams.seed}/{epoch}/{global_group}").randrange(num_tasks)
+            for _ in range(self.hparams.group_size):
+                resets.append({"options": {"index": task}})
+                group_ids.append(global_group)
+        return resets, group_ids
+
+    def collect_rollout(self, policy: Policy, epoch: int) -> RolloutResult:
+        resets, group_ids = self.train_resets(epoch)
+        return self.sampler.play(policy, self.train_envs, resets, group_ids, greedy=False)
+
+    def train_dataloader(self) -> DataLoader:
+        module = self.trainer.lightning_module
+        epoch = self.trainer.current_epoch
+        rollout = self.collect_rollout(module.policy, epoch)
+        rows = module.prepare_rollout(rollout)
+        rows = self._equalise_across_ranks(rows, epoch)
+        return DataLoader(
+            RowDataset(rows),
+            batch_size=self.hparams.mini_batch_size,
+            sampler=PassesSampler(len(rows), self.hparams.ppo_epochs, seed=self.hparams.seed * 7919 + epoch),
+            collate_fn=partial(collate_steps, pad_id=module.policy.tokenizer.pad_token_id),
+            num_workers=0,  # rows are already in memory; workers would only copy them
+        )
+
+    def _equalise_across_ranks(self, rows: List[Dict[str, Any]], epoch: int) -> List[Dict[str, Any]]:
+        """Under DDP every rank must run the same number of optimisation steps, or the gradient
+        all-reduce hangs. Ranks with fewer rows duplicate random rows of their own (verl-agent pads
+        the same way)."""
+        if self._world_size == 1:
+            return rows
+        target = int(self.trainer.strategy.reduce(torch.tensor(len(rows)), reduce_op="max"))
+        rng = random.Random(f"pad/{self.hparams.seed}/{epoch}/{self._rank}")
+        return rows + [rows[rng.randrange(len(rows))] for _ in range(target - len(rows))]
+
+    # ------------------------------------------------------------------ validation data
+    def val_dataloader(self) -> DataLoader:
+        """Batches of held-out task indices (this rank's share); the LightningModule plays them."""
+        total = min(self.hparams.val_episodes, self.val_envs[0].num_tasks())
+        indices = list(range(self._rank, total, self._world_size))
+        return DataLoader(indices, batch_size=self.hparams.val_batch_size, shuffle=False,
+                          collate_fn=list, num_workers=0)
+
+    def play_validation(self, policy: Policy, task_indices: Sequence[int]) -> RolloutResult:
+        """Greedy episodes on the given held-out tasks (one episode each)."""
+        envs = self.val_envs[: len(task_indices)]
+        resets = [{"options": {"index": int(i)}} for i in task_indices]
+        return self.sampler.play(policy, envs, resets, list(range(len(envs))), greedy=True)
+
+    # ------------------------------------------------------------------ expert
+    def expert_demonstrations(self, policy: Policy, num_episodes: int, seed: int = 0):
+        """(prompt, response) pairs of the expert on ``num_episodes`` training tasks, rendered as
+        the sampler renders prompts for ``policy``; plus the expert's success rate."""
+        env = self.make_env("train", seed)
+        rng = random.Random(f"expert/{seed}")
+        resets = [{"options": {"index": rng.randrange(env.num_tasks())}} for _ in range(num_episodes)]
+        return expert_demonstrations([env] * num_episodes, resets, self.sampler.prompt_builder, policy.tokenizer)

@@ -1,0 +1,172 @@
+"""Policy builders: the tiny offline Qwen2-architecture model (built locally, cached) and real
+Hugging Face models (hub id or local directory). Both return a :class:`Policy` and go through the
+same training code path."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from src.utils.pylogger import RankedLogger
+
+log = RankedLogger(__name__, rank_zero_only=True)
+
+#: Qwen-style chat markup, so prompts for the tiny model look like prompts for Qwen2.5-Instruct.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+#: Bumped whenever the build recipe changes, so stale caches are never reused.
+BUILD_VERSION = 1
+
+
+@dataclass
+class Policy:
+    """A causal LM and its tokenizer (pad token set, chat template present)."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    #: Short identifier of the exact weights this policy started from (for cache keys).
+    fingerprint: str
+
+
+def _fingerprint(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def tokenizer_training_text(task: str, task_kwargs: Optional[Dict[str, Any]] = None) -> Iterable[str]:
+    """The task's own text (documents, questions, instructions, expert responses)."""
+    from envs import env_class  # local import: envs registration is only needed when building
+
+    yield from env_class(task).tokenizer_corpus(**(task_kwargs or {}))
+
+
+def train_tiny_tokenizer(texts: Iterable[str], vocab_size: int, extra_tokens: Sequence[str] = ()):
+    """Byte-level BPE trained with the `tokenizers` library, wrapped as a PreTrainedTokenizerFast."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=["<|im_start|>"],
+    )
+    # Protocol tags become single tokens: short sequences, and a tag is never split mid-way.
+    fast.add_tokens(list(extra_tokens))
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def build_tiny_policy(
+    cache_dir: str,
+    task: str = "deepsearch",
+    task_kwargs: Optional[Dict[str, Any]] = None,
+    vocab_size: int = 4096,
+    hidden_size: int = 128,
+    intermediate_size: int = 384,
+    num_hidden_layers: int = 4,
+    num_attention_heads: int = 4,
+    num_key_value_heads: int = 2,
+    max_position_embeddings: int = 2048,
+    extra_tokens: Sequence[str] = (),
+    seed: int = 0,
+) -> Policy:
+    """Build (or load from ``cache_dir``) a small Qwen2 causal LM and its locally trained tokenizer.
+
+    Same arguments -> same artifacts: the tokenizer is trained on the task's deterministic text and
+    the weights are initialised under ``torch.manual_seed(seed)``. The result is cached in
+    ``cache_dir/<fingerprint>/`` in ``save_pretrained`` format, so later runs (and the warm start
+    cache) reuse it; nothing is downloaded.
+    """
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    spec = dict(
+        version=BUILD_VERSION, task=task, task_kwargs=dict(task_kwargs or {}), vocab_size=vocab_size,
+        hidden_size=hidden_size, intermediate_size=intermediate_size, num_hidden_layers=num_hidden_layers,
+        num_attention_heads=num_attention_heads, num_key_value_heads=num_key_value_heads,
+        max_position_embeddings=max_position_embeddings, extra_tokens=list(extra_tokens), seed=seed,
+    )
+    fingerprint = "tiny-" + _fingerprint(spec)
+    path = Path(cache_dir) / fingerprint
+    if (path / "config.json").exists():
+        return load_hf_policy(str(path), fingerprint=fingerprint)
+
+    log.info(f"Building tiny policy {fingerprint} (tokenizer trained on the text of task {task!r})")
+    tokenizer = train_tiny_tokenizer(tokenizer_training_text(task, task_kwargs), vocab_size, extra_tokens)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=num_attention_heads,
+        num_key_value_heads=num_key_value_heads,
+        max_position_embeddings=max_position_embeddings,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = Qwen2ForCausalLM(config)
+    # Write to a temporary folder and rename, so a crash mid-build never leaves a half cache.
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if path.exists():  # another process finished the same build first; keep its copy
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        os.replace(tmp, path)
+    return load_hf_policy(str(path), fingerprint=fingerprint)
+
+
+def load_hf_policy(
+    name_or_path: str,
+    dtype: str = "float32",
+    attn_implementation: Optional[str] = "sdpa",
+    trust_remote_code: bool = False,
+    fingerprint: Optional[str] = None,
+) -> Policy:
+    """Load a causal LM (e.g. ``Qwen/Qwen2.5-1.5B-Instruct`` or a local directory) and its tokenizer."""
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.chat_template is None:
+        tokenizer.chat_template = CHAT_TEMPLATE
+    model = AutoModelForCausalLM.from_pretrained(
+        name_or_path,
+        dtype=getattr(torch, dtype),
+        attn_implementation=attn_implementation,
+        trust_remote_code=trust_remote_code,
+    )
+    return Policy(model=model, tokenizer=tokenizer, fingerprint=fingerprint or _fingerprint([name_or_path, dtype]))
+
+
+def parameter_count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def stop_token_ids(tokenizer: PreTrainedTokenizerBase) -> List[int]:
+    """Token ids that end a response: the chat end-of-turn token and the plain EOS, if distinct."""
+    ids = {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")}
+    return sorted(i for i in ids if isinstance(i, int) and i >= 0 and i != tokenizer.unk_token_id)

@@ -1,0 +1,274 @@
+"""Batched multi-turn rollouts: every active episode's prompt is built, all responses are sampled
+in one batch with a KV cache, and each agent step becomes one training row.
+
+For every generated token the sampler keeps its log-prob and the entropy of the distribution it was
+sampled from (at the sampling temperature), so EMPG's step entropy and PPO's old log-probs need no
+second forward pass.
+"""
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from envs.base import TextEnv
+from src.models.policy import Policy, stop_token_ids
+from src.rollout.prompts import PromptBuilder
+
+
+@dataclass
+class StepRecord:
+    """One agent step = one training row."""
+
+    group_id: int  # episodes sharing one reset (the GRPO group)
+    traj_id: int  # index of the episode in this rollout
+    step_idx: int  # 0-based step within the episode
+    prompt_ids: List[int]
+    response_ids: List[int]
+    old_log_probs: List[float]  # per response token, at the sampling temperature
+    token_entropies: List[float]  # per response token, entropy of the sampling distribution
+    reward: float  # the environment's reward for this step (invalid-action penalty included)
+    done: bool  # episode ended at this step (terminated or truncated)
+    action_valid: bool
+    anchor_obs: str  # the raw observation the step answered (GiGPO's anchor)
+    response_text: str
+
+    @property
+    def step_entropy(self) -> float:
+        """Mean token entropy of the response (EMPG's H_t)."""
+        return sum(self.token_entropies) / max(len(self.token_entropies), 1)
+
+
+@dataclass
+class EpisodeRecord:
+    group_id: int
+    traj_id: int
+    task_id: Any
+    num_steps: int
+    episode_return: float
+    won: bool
+    num_invalid: int
+    metrics: Dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class RolloutResult:
+    steps: List[StepRecord]
+    episodes: List[EpisodeRecord]
+    seconds: float = 0.0
+    generated_tokens: int = 0
+    truncated_prompts: int = 0
+
+    def summary(self) -> Dict[str, float]:
+        """Batch means of the episode metrics (success, return, length, invalid rate, task metrics)."""
+        n_eps, n_steps = max(len(self.episodes), 1), max(len(self.steps), 1)
+        out = {
+            "success": sum(e.won for e in self.episodes) / n_eps,
+            "episode_return": sum(e.episode_return for e in self.episodes) / n_eps,
+            "episode_length": sum(e.num_steps for e in self.episodes) / n_eps,
+            "invalid_action_rate": sum(not s.action_valid for s in self.steps) / n_steps,
+            "response_length": sum(len(s.response_ids) for s in self.steps) / n_steps,
+            "step_entropy": sum(s.step_entropy for s in self.steps) / n_steps,
+        }
+        keys = sorted({k for e in self.episodes for k in e.metrics})
+        for k in keys:
+            vals = [e.metrics[k] for e in self.episodes if k in e.metrics]
+            out[f"task/{k}"] = sum(vals) / max(len(vals), 1)
+        return out
+
+
+@dataclass
+class MultiTurnSampler:
+    """Plays a batch of environments with a policy.
+
+    Args:
+        prompt_builder: renders instruction + history + observation into the chat prompt.
+        max_new_tokens: cap on one response's length (tokens); the stop token ends it earlier.
+        max_prompt_tokens: prompts longer than this keep their last ``max_prompt_tokens`` tokens.
+        temperature: sampling temperature for training rollouts (log-probs and entropies are taken
+            at this temperature; the loss uses the same one).
+        show_progress: a rich progress bar over turns while rolling out.
+    """
+
+    prompt_builder: PromptBuilder
+    max_new_tokens: int = 64
+    max_prompt_tokens: int = 1024
+    temperature: float = 1.0
+    show_progress: bool = True
+
+    @torch.no_grad()
+    def play(
+        self,
+        policy: Policy,
+        envs: Sequence[TextEnv],
+        resets: Sequence[Dict[str, Any]],
+        group_ids: Sequence[int],
+        *,
+        greedy: bool = False,
+        generator: Optional[torch.Generator] = None,
+    ) -> RolloutResult:
+        """Play one episode in each env. ``resets[i]`` are the kwargs of ``envs[i].reset`` (seed /
+        options: give group members identical resets); episodes run until every one has ended."""
+        if not (len(envs) == len(resets) == len(group_ids)):
+            raise ValueError(f"envs ({len(envs)}), resets ({len(resets)}), group_ids ({len(group_ids)}) differ")
+        start = time.perf_counter()
+        tokenizer = policy.tokenizer
+        was_training = policy.model.training
+        policy.model.eval()
+
+        n = len(envs)
+        observations, infos = zip(*(env.reset(**kw) for env, kw in zip(envs, resets))) if n else ((), ())
+        observations, infos = list(observations), [dict(i) for i in infos]
+        instructions = [info.get("instruction", "") for info in infos]
+        histories: List[List[Tuple[str, str]]] = [[] for _ in range(n)]
+        active = [True] * n
+        returns, invalid = [0.0] * n, [0] * n
+        steps: List[StepRecord] = []
+        episodes: List[Optional[EpisodeRecord]] = [None] * n
+        result = RolloutResult(steps=steps, episodes=[])
+        max_turns = max((env.max_steps for env in envs), default=0)
+
+        progress = self._progress() if self.show_progress else None
+        with progress or nullcontext():
+            task = progress.add_task("rollout", total=max_turns, active=n) if progress else None
+            for turn in range(max_turns):
+                idx = [i for i in range(n) if active[i]]
+                if not idx:
+                    break
+                prompts = [
+                    self.prompt_builder.render(
+                        tokenizer, instructions[i], observations[i], histories[i], infos[i].get("admissible_actions")
+                    )
+                    for i in idx
+                ]
+                prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+                for j, ids in enumerate(prompt_ids):
+                    if len(ids) > self.max_prompt_tokens:
+                        prompt_ids[j] = ids[-self.max_prompt_tokens:]
+                        result.truncated_prompts += 1
+                responses, log_probs, entropies = generate(
+                    policy, prompt_ids, self.max_new_tokens, self.temperature, greedy=greedy, generator=generator
+                )
+                for j, i in enumerate(idx):
+                    text = tokenizer.decode(responses[j], skip_special_tokens=True)
+                    obs, reward, terminated, truncated, info = envs[i].step(text)
+                    done = bool(terminated or truncated)
+                    valid = bool(info.get("action_valid", True))
+                    returns[i] += float(reward)
+                    invalid[i] += int(not valid)
+                    steps.append(StepRecord(
+                        group_id=int(group_ids[i]), traj_id=i, step_idx=turn, prompt_ids=prompt_ids[j],
+                        response_ids=responses[j], old_log_probs=log_probs[j], token_entropies=entropies[j],
+                        reward=float(reward), done=done, action_valid=valid, anchor_obs=observations[i],
+                        response_text=text,
+                    ))
+                    result.generated_tokens += len(responses[j])
+                    histories[i].append((info.get("action", ""), obs))
+                    observations[i] = obs
+                    if "admissible_actions" in info:
+                        infos[i]["admissible_actions"] = info["admissible_actions"]
+                    if done:
+                        active[i] = False
+                        episodes[i] = EpisodeRecord(
+                            group_id=int(group_ids[i]), traj_id=i, task_id=infos[i].get("task_id"),
+                            num_steps=turn + 1, episode_return=returns[i], won=bool(info.get("won", False)),
+                            num_invalid=invalid[i], metrics=dict(info.get("metrics", {})),
+                        )
+                if progress:
+                    progress.update(task, advance=1, active=sum(active))
+        # Environments end every episode by their own max_steps; this guards a misbehaving one.
+        for i in range(n):
+            if episodes[i] is None:
+                episodes[i] = EpisodeRecord(int(group_ids[i]), i, infos[i].get("task_id"), len(histories[i]),
+                                            returns[i], False, invalid[i])
+        result.episodes = [e for e in episodes if e is not None]
+        result.seconds = time.perf_counter() - start
+        policy.model.train(was_training)
+        return result
+
+    @staticmethod
+    def _progress() -> Progress:
+        return Progress(
+            TextColumn("[bold blue]rollout"), BarColumn(), TextColumn("turn {task.completed}/{task.total}"),
+            TextColumn("active episodes: {task.fields[active]}"), TimeElapsedColumn(), transient=True,
+        )
+
+
+def left_pad(sequences: Sequence[Sequence[int]], pad_id: int, device=None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad token lists to (N, L) ``input_ids`` and a bool ``attention_mask``."""
+    width = max((len(s) for s in sequences), default=0)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long, device=device)
+    mask = torch.zeros((len(sequences), width), dtype=torch.bool, device=device)
+    for row, seq in enumerate(sequences):
+        if len(seq):
+            ids[row, width - len(seq):] = torch.as_tensor(list(seq), dtype=torch.long, device=device)
+            mask[row, width - len(seq):] = True
+    return ids, mask
+
+
+def position_ids_from_mask(mask: torch.Tensor) -> torch.Tensor:
+    """Positions that start at 0 on each row's first real token (left padding is skipped)."""
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+@torch.no_grad()
+def generate(
+    policy: Policy,
+    prompt_ids: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    *,
+    greedy: bool = False,
+    generator: Optional[torch.Generator] = None,
+) -> Tuple[List[List[int]], List[List[float]], List[List[float]]]:
+    """Sample one response per prompt with a KV cache.
+
+    Returns per row: response token ids (the stop token included when one was produced),
+    their log-probs and the entropy of each token's sampling distribution, both under
+    ``softmax(logits / temperature)``. Greedy decoding records the same quantities.
+    """
+    model, tokenizer = policy.model, policy.tokenizer
+    device = next(model.parameters()).device
+    n = len(prompt_ids)
+    if n == 0:
+        return [], [], []
+    stops = torch.tensor(stop_token_ids(tokenizer), device=device)
+    input_ids, mask = left_pad(prompt_ids, tokenizer.pad_token_id, device)
+    positions = position_ids_from_mask(mask)
+    out = model(input_ids=input_ids, attention_mask=mask.long(), position_ids=positions, use_cache=True)
+    logits, past = out.logits[:, -1, :].float(), out.past_key_values
+    next_pos = positions[:, -1:] + 1
+    attn = mask.long()
+    finished = torch.zeros(n, dtype=torch.bool, device=device)
+    lengths = torch.zeros(n, dtype=torch.long, device=device)
+    tokens, token_lp, token_ent = [], [], []
+    for _ in range(max_new_tokens):
+        log_p = torch.log_softmax(logits / temperature, dim=-1)
+        entropy = -(log_p.exp() * log_p).sum(-1)
+        if greedy:
+            tok = logits.argmax(-1)
+        else:
+            tok = torch.multinomial(log_p.exp(), 1, generator=generator).squeeze(-1)
+        tok = torch.where(finished, torch.full_like(tok, tokenizer.pad_token_id), tok)
+        tokens.append(tok)
+        token_lp.append(log_p.gather(-1, tok[:, None]).squeeze(-1))
+        token_ent.append(entropy)
+        lengths += (~finished).long()
+        finished |= torch.isin(tok, stops)
+        if bool(finished.all()):
+            break
+        attn = torch.cat([attn, torch.ones((n, 1), dtype=attn.dtype, device=device)], dim=1)
+        out = model(input_ids=tok[:, None], attention_mask=attn, position_ids=next_pos,
+                    past_key_values=past, use_cache=True)
+        logits, past = out.logits[:, -1, :].float(), out.past_key_values
+        next_pos = next_pos + 1
+    tok_mat = torch.stack(tokens, 1).tolist()
+    lp_mat = torch.stack(token_lp, 1).tolist()
+    ent_mat = torch.stack(token_ent, 1).tolist()
+    lens = lengths.tolist()
+    return ([tok_mat[r][: lens[r]] for r in range(n)], [lp_mat[r][: lens[r]] for r in range(n)],
+            [ent_mat[r][: lens[r]] for r in range(n)])

@@ -1,0 +1,20 @@
+"""Reusable template utilities: logging, instantiation, config printing, task wrapping."""
+
+from src.utils.instantiators import instantiate_callbacks, instantiate_loggers
+from src.utils.logging_utils import log_hyperparameters
+from src.utils.pylogger import RankedLogger
+from src.utils.rich_utils import enforce_tags, print_config_tree
+from src.utils.utils import MetricNotFoundError, extras, get_metric_value, task_wrapper
+
+__all__ = [
+    "MetricNotFoundError",
+    "RankedLogger",
+    "enforce_tags",
+    "extras",
+    "get_metric_value",
+    "instantiate_callbacks",
+    "instantiate_loggers",
+    "log_hyperparameters",
+    "print_config_tree",
+    "task_wrapper",
+]
