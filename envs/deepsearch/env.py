@@ -104,7 +104,9 @@ class DeepSearchEnv(TextEnv):
         self._invalid = 0
         obs = f"Question: {self._task['question']}"
         info = {
-            "instruction": INSTRUCTION,
+            # the question sits in the instruction too: it must stay in every prompt even after the
+            # first observation leaves the sampler's history window
+            "instruction": f"{INSTRUCTION}\n{obs}",
             "task_id": self._task["id"],
             "question": self._task["question"],
             "golden_answers": list(self._task["golden_answers"]),

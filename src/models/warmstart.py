@@ -36,14 +36,18 @@ def supervised_fine_tune(
     steps: int,
     batch_size: int = 32,
     lr: float = 1e-3,
+    warmup_steps: int = 20,
     seed: int = 0,
 ) -> Dict[str, float]:
     """Minimise the response tokens' negative log-likelihood for ``steps`` AdamW steps on random
-    mini-batches of ``pairs``. Returns the first and last mini-batch losses."""
+    mini-batches of ``pairs`` (linear warm-up of the learning rate over ``warmup_steps``, which keeps
+    the high rate a tiny model needs from blowing up the first updates). Returns the first and last
+    mini-batch losses."""
     model, tokenizer = policy.model, policy.tokenizer
     rows = rows_from_pairs(tokenizer, pairs)
     device = next(model.parameters()).device
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / max(warmup_steps, 1)))
     rng = random.Random(seed)
     model.train()
     losses = []
@@ -57,6 +61,7 @@ def supervised_fine_tune(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
+        schedule.step()
         losses.append(loss.item())
     return {"first_loss": losses[0] if losses else float("nan"), "last_loss": losses[-1] if losses else float("nan")}
 

@@ -25,7 +25,7 @@ def expert_demonstrations(
             response = env.expert_response()
             pairs.append((prompt_builder.render(tokenizer, instruction, obs, history, admissible), response))
             next_obs, _, terminated, truncated, step_info = env.step(response)
-            history.append((step_info.get("action", ""), next_obs))
+            history.append((obs, step_info.get("action", "")))
             obs, admissible = next_obs, step_info.get("admissible_actions", admissible)
             if terminated or truncated:
                 wins += bool(step_info.get("won", False))

@@ -7,6 +7,7 @@ second forward pass.
 """
 from __future__ import annotations
 
+import inspect
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -167,7 +168,7 @@ class MultiTurnSampler:
                         response_text=text,
                     ))
                     result.generated_tokens += len(responses[j])
-                    histories[i].append((info.get("action", ""), obs))
+                    histories[i].append((observations[i], info.get("action", "")))
                     observations[i] = obs
                     if "admissible_actions" in info:
                         infos[i]["admissible_actions"] = info["admissible_actions"]
@@ -215,6 +216,16 @@ def position_ids_from_mask(mask: torch.Tensor) -> torch.Tensor:
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+def _cache_keyword(model: torch.nn.Module) -> str:
+    """transformers 5.x renamed the KV-cache argument ``past_key_values`` to ``cache``."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _returned_cache(output: Any) -> Any:
+    cache = output.get("cache") if hasattr(output, "get") else None
+    return cache if cache is not None else output.past_key_values
+
+
 @torch.no_grad()
 def generate(
     policy: Policy,
@@ -239,8 +250,9 @@ def generate(
     stops = torch.tensor(stop_token_ids(tokenizer), device=device)
     input_ids, mask = left_pad(prompt_ids, tokenizer.pad_token_id, device)
     positions = position_ids_from_mask(mask)
+    cache_kw = _cache_keyword(model)
     out = model(input_ids=input_ids, attention_mask=mask.long(), position_ids=positions, use_cache=True)
-    logits, past = out.logits[:, -1, :].float(), out.past_key_values
+    logits, past = out.logits[:, -1, :].float(), _returned_cache(out)
     next_pos = positions[:, -1:] + 1
     attn = mask.long()
     finished = torch.zeros(n, dtype=torch.bool, device=device)
@@ -262,9 +274,9 @@ def generate(
         if bool(finished.all()):
             break
         attn = torch.cat([attn, torch.ones((n, 1), dtype=attn.dtype, device=device)], dim=1)
-        out = model(input_ids=tok[:, None], attention_mask=attn, position_ids=next_pos,
-                    past_key_values=past, use_cache=True)
-        logits, past = out.logits[:, -1, :].float(), out.past_key_values
+        out = model(input_ids=tok[:, None], attention_mask=attn, position_ids=next_pos, use_cache=True,
+                    **{cache_kw: past})
+        logits, past = out.logits[:, -1, :].float(), _returned_cache(out)
         next_pos = next_pos + 1
     tok_mat = torch.stack(tokens, 1).tolist()
     lp_mat = torch.stack(token_lp, 1).tolist()

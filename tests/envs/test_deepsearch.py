@@ -87,7 +87,8 @@ def test_corpus_is_flashrag_format(world, tmp_path):
 def test_splits_disjoint(world):
     train, val = world.questions("train"), world.questions("val")
     assert not {q["question"] for q in train} & {q["question"] for q in val}
-    assert not {q["chain"][0] for q in train} & {q["chain"][0] for q in val}
+    # no search chain (entities + relations in order) is shared either
+    assert not {tuple(q["queries"]) for q in train} & {tuple(q["queries"]) for q in val}
     all_texts = [q["question"] for q in world.questions()]
     assert len(set(all_texts)) == len(all_texts)
     assert len({q["id"] for q in world.questions()}) == len(all_texts)
@@ -185,7 +186,7 @@ def test_expert_solves_all_val_and_many_train():
 
 def test_reset_info_and_selection(env):
     obs, info = env.reset(options={"index": 3})
-    assert obs.startswith("Question: ") and info["instruction"] == INSTRUCTION
+    assert obs.startswith("Question: ") and info["instruction"] == f"{INSTRUCTION}\n{obs}"
     assert {"task_id", "question", "golden_answers"} <= set(info)
     assert env.reset(options={"index": 3 + env.num_tasks()})[1]["task_id"] == info["task_id"]
     assert env.reset(seed=11)[1]["task_id"] == env.reset(seed=11)[1]["task_id"]

@@ -1,0 +1,98 @@
+"""The tiny policy build is deterministic, and the sampler's recorded token log-probs and
+entropies equal a fresh forward pass of the same model on the same tokens."""
+import filecmp
+
+import hydra
+import pytest
+import torch
+
+import envs
+from src.algos.losses import entropy_from_logits
+from src.data.batch import collate_steps, response_logits, token_log_probs
+from src.models.policy import build_tiny_policy
+from src.rollout.prompts import PromptBuilder
+from src.rollout.sampler import generate
+
+SMALL = dict(vocab_size=600, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+             num_attention_heads=2, num_key_value_heads=1, extra_tokens=["<search>", "</search>"])
+
+
+@pytest.fixture(scope="module")
+def policy(make_cfg_module):
+    return hydra.utils.instantiate(make_cfg_module().model.policy)
+
+
+@pytest.fixture(scope="module")
+def make_cfg_module(tmp_path_factory, artifact_dir):
+    from conftest import FAST_OVERRIDES, compose_cfg
+
+    out = tmp_path_factory.mktemp("out")
+    return lambda *o: compose_cfg("train.yaml", FAST_OVERRIDES + list(o), out, artifact_dir)
+
+
+def test_tiny_build_is_deterministic(tmp_path):
+    a = build_tiny_policy(str(tmp_path / "a"), **SMALL)
+    b = build_tiny_policy(str(tmp_path / "b"), **SMALL)
+    assert a.fingerprint == b.fingerprint
+    dir_a, dir_b = tmp_path / "a" / a.fingerprint, tmp_path / "b" / b.fingerprint
+    for name in ("tokenizer.json", "config.json"):
+        assert filecmp.cmp(dir_a / name, dir_b / name, shallow=False), name
+    for (ka, va), (kb, vb) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb), ka
+    # a different seed gives different weights (the check above can fail)
+    c = build_tiny_policy(str(tmp_path / "c"), **{**SMALL, "seed": 1})
+    assert not torch.equal(c.model.model.layers[0].mlp.up_proj.weight, a.model.model.layers[0].mlp.up_proj.weight)
+
+
+def test_tiny_tokenizer_has_chat_template_and_single_token_tags(policy):
+    tok = policy.tokenizer
+    text = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+    assert text == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    assert len(tok("<search>", add_special_tokens=False)["input_ids"]) == 1
+    assert tok.pad_token_id != tok.eos_token_id
+    # the tokenizer was trained on the task's text: corpus words are short in tokens
+    env = envs.make_env("deepsearch")
+    obs, info = env.reset(options={"index": 0})
+    assert len(tok(info["instruction"])["input_ids"]) < len(info["instruction"]) / 3
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_recorded_log_probs_and_entropies_match_fresh_forward(policy, temperature):
+    env = envs.make_env("deepsearch")
+    builder = PromptBuilder(history_length=2)
+    prompts = []
+    for i in range(5):  # prompts of different lengths -> real left padding
+        obs, info = env.reset(options={"index": i})
+        prompts.append(policy.tokenizer(builder.render(policy.tokenizer, info["instruction"], obs),
+                                        add_special_tokens=False)["input_ids"])
+    prompts.append(prompts[0][-7:])  # a much shorter prompt
+    torch.manual_seed(0)
+    responses, log_probs, entropies = generate(policy, prompts, max_new_tokens=12, temperature=temperature)
+    assert all(len(r) > 0 for r in responses)
+    rows = [{"prompt_ids": p, "response_ids": r, "old_log_probs": lp} for p, r, lp in zip(prompts, responses, log_probs)]
+    batch = collate_steps(rows, policy.tokenizer.pad_token_id)
+    policy.model.eval()
+    with torch.no_grad():
+        logits = response_logits(policy.model, batch)
+    fresh = token_log_probs(logits, batch["targets"], temperature)
+    mask = batch["response_mask"]
+    assert torch.allclose(fresh[mask], batch["old_log_probs"][mask], atol=2e-4, rtol=0)
+    fresh_entropy = entropy_from_logits(logits / temperature)
+    recorded = torch.zeros_like(fresh_entropy)
+    for i, ent in enumerate(entropies):
+        recorded[i, mask.shape[1] - len(ent):] = torch.tensor(ent)
+    assert torch.allclose(fresh_entropy[mask], recorded[mask], atol=2e-4, rtol=0)
+
+
+def test_greedy_generation_is_deterministic_and_stops_at_eos(policy):
+    env = envs.make_env("deepsearch")
+    obs, info = env.reset(options={"index": 1})
+    ids = policy.tokenizer(PromptBuilder().render(policy.tokenizer, info["instruction"], obs),
+                           add_special_tokens=False)["input_ids"]
+    a = generate(policy, [ids, ids], max_new_tokens=10, greedy=True)
+    b = generate(policy, [ids], max_new_tokens=10, greedy=True)
+    assert a[0][0] == a[0][1] == b[0][0]
+    stops = {policy.tokenizer.eos_token_id}
+    for response in a[0]:
+        # a stop token, if any, is the last token
+        assert not stops.intersection(response[:-1])
