@@ -38,7 +38,6 @@ def compose_cfg(config_name: str, overrides: List[str], output_dir: Path, artifa
         cfg.paths.log_dir = str(output_dir)
         if artifact_dir is not None:
             cfg.paths.artifact_dir = str(artifact_dir)
-        cfg.hydra.runtime.output_dir = str(output_dir)
     GlobalHydra.instance().clear()
     return cfg
 

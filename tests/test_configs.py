@@ -60,4 +60,4 @@ def test_wrong_choice_lists_allowed_values(group, options):
 
 def test_debug_smoke_wins_over_defaults(make_cfg):
     cfg = make_cfg()
-    assert cfg.trainer.max_epochs == 1 and cfg.task.groups == 2 and cfg.logger is None
+    assert cfg.trainer.max_epochs == 1 and cfg.task.groups == 2 and cfg.model.warmstart.steps == 2

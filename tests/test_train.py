@@ -15,7 +15,7 @@ TASKS = sorted(p.stem for p in (Path(__file__).parents[1] / "configs" / "task").
 @pytest.mark.parametrize("algo", ["empg", "grpo"])
 @pytest.mark.parametrize("task", TASKS)
 def test_smoke_epoch_runs_whole_loop(make_cfg, tmp_path, task, algo):
-    cfg = make_cfg(f"task={task}", f"algo={algo}", "callbacks=default", "logger=tensorboard")
+    cfg = make_cfg(f"task={task}", f"algo={algo}")
     metrics, objects = train(cfg)
     for key in ("val/success", "val/success_initial", "rollout/success", "train/loss", "time/rollout_s"):
         assert key in metrics, sorted(metrics)
@@ -50,15 +50,15 @@ def test_one_optimisation_step_changes_parameters(make_cfg):
 
 
 def test_resume_from_last_checkpoint(make_cfg, tmp_path):
-    cfg = make_cfg("callbacks=default")
+    cfg = make_cfg()
     train(cfg)
     last = tmp_path / "checkpoints" / "last.ckpt"
     assert last.exists()
     first_state = torch.load(last, map_location="cpu", weights_only=False)
     assert first_state["epoch"] == 0
-    resumed = make_cfg("callbacks=default", f"ckpt_path={last}", "trainer.max_epochs=2")
+    resumed = make_cfg(f"ckpt_path={last}", "trainer.max_epochs=2")
     metrics, objects = train(resumed)
     assert objects["trainer"].current_epoch == 2
     assert "val/success" in metrics
     state = torch.load(last, map_location="cpu", weights_only=False)
-    assert state["epoch"] == 1 and state["global_step"] > first_state["global_step"]
+    assert state["epoch"] > first_state["epoch"] and state["global_step"] > first_state["global_step"]

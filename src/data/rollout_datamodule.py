@@ -8,6 +8,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from lightning import LightningDataModule
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from envs import make_env
@@ -33,20 +34,40 @@ class RowDataset(Dataset):
         return self.rows[i]
 
 
-class PassesSampler(Sampler[int]):
-    """``passes`` independent shuffles of the rows back to back: PPO's several epochs over one
-    rollout, while Lightning still sees a single epoch per rollout."""
+class LengthGroupedBatches(Sampler[List[int]]):
+    """Mini-batches of row indices for ``passes`` passes over one rollout (PPO's several epochs per
+    rollout, while Lightning still sees one epoch per rollout).
 
-    def __init__(self, num_rows: int, passes: int, seed: int):
-        self.num_rows, self.passes, self.seed = num_rows, passes, seed
+    Each pass is shuffled, cut into mega-batches of ``group * batch_size`` rows, and each mega-batch
+    is sorted by sequence length before it is split into mini-batches, whose order is shuffled
+    again. Rows of one mini-batch then have similar lengths, so left padding wastes little compute
+    (first-step prompts are a third of the length of later ones), while every mini-batch is still a
+    random draw from the rollout.
+    """
 
-    def __iter__(self) -> Iterator[int]:
+    def __init__(self, lengths: Sequence[int], batch_size: int, passes: int = 1, seed: int = 0, group: int = 4):
+        if batch_size < 1 or passes < 1:
+            raise ValueError(f"batch_size ({batch_size}) and passes ({passes}) must be >= 1")
+        self.lengths, self.batch_size, self.passes, self.seed, self.group = list(lengths), batch_size, passes, seed, group
+
+    def __iter__(self) -> Iterator[List[int]]:
         g = torch.Generator().manual_seed(self.seed)
         for _ in range(self.passes):
-            yield from torch.randperm(self.num_rows, generator=g).tolist()
+            order = torch.randperm(len(self.lengths), generator=g).tolist()
+            mega = self.batch_size * self.group
+            batches: List[List[int]] = []
+            for start in range(0, len(order), mega):
+                chunk = sorted(order[start:start + mega], key=lambda i: self.lengths[i])
+                batches += [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+            for b in torch.randperm(len(batches), generator=g).tolist():
+                yield batches[b]
 
     def __len__(self) -> int:
-        return self.num_rows * self.passes
+        per_pass = 0
+        mega = self.batch_size * self.group
+        for start in range(0, len(self.lengths), mega):
+            per_pass += -(-min(mega, len(self.lengths) - start) // self.batch_size)
+        return per_pass * self.passes
 
 
 class RolloutDataModule(LightningDataModule):
@@ -81,9 +102,11 @@ class RolloutDataModule(LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
+        # a plain dict, so checkpoints load with torch.load(weights_only=True)
+        env = OmegaConf.to_container(env, resolve=True) if isinstance(env, DictConfig) else dict(env or {})
         self.save_hyperparameters(logger=False, ignore=["sampler"])
         self.env_name = env_name
-        self.env_kwargs = dict(env or {})
+        self.env_kwargs = env
         self.sampler = sampler
         self.train_envs: List[TextEnv] = []
         self.val_envs: List[TextEnv] = []
@@ -139,10 +162,11 @@ class RolloutDataModule(LightningDataModule):
         rollout = self.collect_rollout(module.policy, epoch)
         rows = module.prepare_rollout(rollout)
         rows = self._equalise_across_ranks(rows, epoch)
+        lengths = [len(r["prompt_ids"]) + len(r["response_ids"]) for r in rows]
         return DataLoader(
             RowDataset(rows),
-            batch_size=self.hparams.mini_batch_size,
-            sampler=PassesSampler(len(rows), self.hparams.ppo_epochs, seed=self.hparams.seed * 7919 + epoch),
+            batch_sampler=LengthGroupedBatches(lengths, self.hparams.mini_batch_size, self.hparams.ppo_epochs,
+                                               seed=self.hparams.seed * 7919 + epoch),
             collate_fn=partial(collate_steps, pad_id=module.policy.tokenizer.pad_token_id),
             num_workers=0,  # rows are already in memory; workers would only copy them
         )

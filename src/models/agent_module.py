@@ -54,9 +54,12 @@ class AgentLitModule(LightningModule):
         scheduler: Any = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(logger=False, ignore=["policy"])
-        self.algo = _plain(algo)
-        self.warmstart_cfg = _plain(warmstart) or {"enabled": False}
+        # Plain containers only: checkpoints then load with torch.load(weights_only=True). The
+        # optimizer/scheduler partials are kept as attributes; the run's Hydra config rebuilds them.
+        algo, warmstart = _plain(algo), _plain(warmstart) or {"enabled": False}
+        self.save_hyperparameters(logger=False, ignore=["policy", "optimizer", "scheduler"])
+        self.algo, self.warmstart_cfg = algo, warmstart
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.model = policy.model
         self.tokenizer = policy.tokenizer
         self.fingerprint = policy.fingerprint
@@ -227,8 +230,8 @@ class AgentLitModule(LightningModule):
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> Dict[str, Any]:
         params = [p for p in self.trainer.model.parameters() if p.requires_grad]
-        optimizer = self.hparams.optimizer(params=params)
-        if self.hparams.scheduler is not None:
-            scheduler = self.hparams.scheduler(optimizer=optimizer)
+        optimizer = self.optimizer_factory(params=params)
+        if self.scheduler_factory is not None:
+            scheduler = self.scheduler_factory(optimizer=optimizer)
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
         return {"optimizer": optimizer}

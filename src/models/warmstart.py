@@ -24,8 +24,12 @@ from src.utils.pylogger import RankedLogger
 log = RankedLogger(__name__, rank_zero_only=True)
 
 
+#: Bumped whenever the fine-tune recipe changes, so a stale cached warm start is never reused.
+RECIPE_VERSION = 2
+
+
 def warm_start_key(policy: Policy, task: str, env_kwargs: Dict[str, Any], settings: Dict[str, Any]) -> str:
-    blob = json.dumps([policy.fingerprint, task, env_kwargs, settings], sort_keys=True, default=str)
+    blob = json.dumps([RECIPE_VERSION, policy.fingerprint, task, env_kwargs, settings], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
