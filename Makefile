@@ -7,12 +7,13 @@ VENV ?= .venv
 PIP := $(VENV)/bin/pip
 PY := $(VENV)/bin/python
 
-# Default selection for `make test`; `make test PYTEST_ARGS=` runs everything, `make test ARGS=-x` adds options.
-PYTEST_ARGS ?= -m "not slow"
+# `make test` runs the whole suite, slow tests included (about 2 minutes on 2 cores, so CI runs them
+# too); `make test-fast` skips the ones marked slow; `make test ARGS=-x` adds options.
+PYTEST_ARGS ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-all lint tensorboard clean clean-logs
+.PHONY: help install train test test-fast lint tensorboard clean clean-logs
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -32,11 +33,11 @@ install: $(VENV)/.installed ## Create the venv (if missing) and install the proj
 train: install ## Train: make train ARGS="trainer.max_epochs=3 ..."
 	$(PY) src/train.py algo=empg task=deepsearch $(ARGS)
 
-test: install ## Run the fast tests (not marked slow): make test ARGS="-k utils"
+test: install ## Run the test suite (what CI runs): make test ARGS="-k deepsearch"
 	$(PY) -m pytest $(PYTEST_ARGS) $(ARGS)
 
-test-all: install ## Run all tests, slow ones included
-	$(PY) -m pytest $(ARGS)
+test-fast: install ## Run the tests not marked slow
+	$(PY) -m pytest -m "not slow" $(ARGS)
 
 lint: install ## Check style with flake8 (settings in setup.cfg)
 	$(PY) -m flake8 src envs tests

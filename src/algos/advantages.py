@@ -147,3 +147,29 @@ def rloo_advantages(returns: Tensor, mask: Tensor, group_ids: Tensor) -> Tensor:
     others_mean = (total - r) / (count - 1.0).clamp_min(1.0)
     adv = torch.where(member & (count > 1), r - others_mean, torch.zeros_like(r))
     return broadcast_to_steps(adv, mask)
+
+
+def informative_groups(returns: Tensor, group_ids: Tensor, atol: float = 1e-8) -> Tensor:
+    """DAPO's dynamic-sampling filter: which trajectories belong to a group whose returns differ.
+
+    A group whose members all got the same return (all failed, or all succeeded) has zero
+    group-relative advantage everywhere, so it only dilutes a mini-batch (and, under EMPG's final
+    normalisation, lets the entropy terms alone set the update).
+
+    Args:
+        returns: float (B,) episode returns.
+        group_ids: long (B,) group of each trajectory.
+        atol: returns closer than this count as equal.
+
+    Returns:
+        bool (B,): True for trajectories of informative groups.
+    """
+    if returns.dim() != 1 or group_ids.shape != returns.shape:
+        raise ValueError(f"returns (B,) and group_ids (B,) expected, got {tuple(returns.shape)} and "
+                         f"{tuple(group_ids.shape)}")
+    keep = torch.zeros_like(returns, dtype=torch.bool)
+    for gid in torch.unique(group_ids):
+        members = group_ids == gid
+        values = returns[members]
+        keep[members] = bool((values.max() - values.min()) > atol)
+    return keep

@@ -121,6 +121,8 @@ class RolloutDataModule(LightningDataModule):
         if self.hparams.groups % self._world_size:
             raise ValueError(f"task.groups={self.hparams.groups} must be divisible by the number of devices "
                              f"({self._world_size}): each rank plays whole groups")
+        # one progress bar, not one per rank
+        self.sampler.show_progress = self.sampler.show_progress and self._rank == 0
         local = (self.hparams.groups // self._world_size) * self.hparams.group_size
         base = self.hparams.seed * 100_003 + self._rank * 10_007
         self.train_envs = [self.make_env("train", base + i) for i in range(local)]

@@ -14,11 +14,12 @@ from lightning.pytorch.utilities import grad_norm
 from omegaconf import DictConfig, OmegaConf
 
 from src.algos.empg import empg_advantages, empg_factors
+from src.algos.advantages import informative_groups
 from src.algos.estimators import compute_base_advantages
 from src.algos.losses import aggregate_loss, entropy_from_logits, kl_penalty, policy_gradient_loss
 from src.data.batch import response_logits, token_log_probs
 from src.models.policy import Policy
-from src.models.warmstart import cached_warm_start, warm_start_key
+from src.models.warmstart import cached_warm_start
 from src.rollout.sampler import RolloutResult
 from src.utils.pylogger import RankedLogger
 
@@ -82,15 +83,9 @@ class AgentLitModule(LightningModule):
         ws = self.warmstart_cfg
         datamodule = self.trainer.datamodule if self._trainer is not None else None
         if ws.get("enabled") and datamodule is not None:
-            settings = {k: ws[k] for k in ("episodes", "steps", "batch_size", "lr", "seed")}
-            key = warm_start_key(self.policy, datamodule.env_name, datamodule.env_kwargs, settings)
-
-            def demonstrations():
-                pairs, expert_success = datamodule.expert_demonstrations(self.policy, ws["episodes"], ws["seed"])
-                log.info(f"Expert: {len(pairs)} demonstration steps, success {expert_success:.3f}")
-                return pairs
-
-            cached_warm_start(self.policy, demonstrations, cache_dir=ws["cache_dir"], key=key, steps=ws["steps"],
+            pairs, expert_success = datamodule.expert_demonstrations(self.policy, ws["episodes"], ws["seed"])
+            log.info(f"Expert: {len(pairs)} demonstration steps, success {expert_success:.3f}")
+            cached_warm_start(self.policy, pairs, cache_dir=ws["cache_dir"], steps=ws["steps"],
                               batch_size=ws["batch_size"], lr=ws["lr"], seed=ws["seed"])
         if float(self.algo.get("kl_coef", 0.0)) > 0:
             self.ref_model = copy.deepcopy(self.model).requires_grad_(False).eval()
@@ -110,15 +105,24 @@ class AgentLitModule(LightningModule):
             entropy[s.traj_id, s.step_idx] = s.step_entropy
         returns = torch.tensor([e.episode_return for e in episodes], dtype=torch.float32)
         group_ids = torch.tensor([e.group_id for e in episodes], dtype=torch.long)
+        keep = torch.ones(num_traj, dtype=torch.bool)
+        metrics: Dict[str, float] = {}
+        if self.algo.get("filter_groups", False):
+            keep = informative_groups(returns, group_ids)
+            metrics["rollout/informative_group_frac"] = keep.float().mean().item() if num_traj else 0.0
+            if bool(keep.any()):
+                mask = mask & keep[:, None]
+            # else: no group carries a learning signal; every row keeps a zero advantage below
 
         estimator = dict(self.algo["estimator"])
         base = compute_base_advantages(estimator.pop("name"), returns, mask, group_ids, **estimator)
         empg = self.algo.get("empg") or {}
-        metrics: Dict[str, float] = {}
         if empg.get("enabled", False):
             advantages = self._empg_global(base, entropy, mask, empg, metrics)
         else:
             advantages = base
+        if not bool(keep.any()):  # filter_groups found no learning signal: train on nothing
+            advantages = torch.zeros_like(advantages)
         real = advantages[mask]
         metrics.update({
             "adv/mean": real.mean().item() if real.numel() else 0.0,
@@ -142,6 +146,7 @@ class AgentLitModule(LightningModule):
                 "reward": s.reward,
             }
             for s in rollout.steps
+            if bool(mask[s.traj_id, s.step_idx]) or not bool(keep.any())
         ]
 
     def _empg_global(self, base: torch.Tensor, entropy: torch.Tensor, mask: torch.Tensor,

@@ -100,8 +100,11 @@ def build_tiny_policy(
     """
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
+    # The cache key holds the digest of the tokenizer's training text rather than the task's
+    # settings, so settings that do not change the text (penalties, turn limits) reuse the build.
+    texts = list(tokenizer_training_text(task, task_kwargs))
     spec = dict(
-        version=BUILD_VERSION, task=task, task_kwargs=dict(task_kwargs or {}), vocab_size=vocab_size,
+        version=BUILD_VERSION, text_digest=_fingerprint(texts), vocab_size=vocab_size,
         hidden_size=hidden_size, intermediate_size=intermediate_size, num_hidden_layers=num_hidden_layers,
         num_attention_heads=num_attention_heads, num_key_value_heads=num_key_value_heads,
         max_position_embeddings=max_position_embeddings, extra_tokens=list(extra_tokens), seed=seed,
@@ -112,7 +115,7 @@ def build_tiny_policy(
         return load_hf_policy(str(path), fingerprint=fingerprint)
 
     log.info(f"Building tiny policy {fingerprint} (tokenizer trained on the text of task {task!r})")
-    tokenizer = train_tiny_tokenizer(tokenizer_training_text(task, task_kwargs), vocab_size, extra_tokens)
+    tokenizer = train_tiny_tokenizer(texts, vocab_size, extra_tokens)
     config = Qwen2Config(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,

@@ -28,8 +28,10 @@ log = RankedLogger(__name__, rank_zero_only=True)
 RECIPE_VERSION = 2
 
 
-def warm_start_key(policy: Policy, task: str, env_kwargs: Dict[str, Any], settings: Dict[str, Any]) -> str:
-    blob = json.dumps([RECIPE_VERSION, policy.fingerprint, task, env_kwargs, settings], sort_keys=True, default=str)
+def warm_start_key(policy: Policy, pairs: Sequence[Tuple[str, str]], settings: Dict[str, Any]) -> str:
+    """Digest of everything the fine-tune depends on: the starting weights, the demonstrations
+    themselves (so task settings that do not change them reuse the cache) and the settings."""
+    blob = json.dumps([RECIPE_VERSION, policy.fingerprint, list(pairs), settings], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -72,24 +74,24 @@ def supervised_fine_tune(
 
 def cached_warm_start(
     policy: Policy,
-    pairs_fn,
+    pairs: Sequence[Tuple[str, str]],
     *,
     cache_dir: str,
-    key: str,
     steps: int,
     batch_size: int,
     lr: float,
     seed: int,
 ) -> Optional[Dict[str, float]]:
-    """Load the warm-started weights from ``cache_dir/<key>.pt`` or compute (``pairs_fn()`` gives
-    the demonstrations) and save them. Returns the fine-tune's losses when it ran, None on a hit."""
+    """Fine-tune ``policy`` on the demonstration ``pairs``, or load the result from
+    ``cache_dir/warmstart-<key>.pt`` when the same fine-tune ran before. Returns the fine-tune's
+    losses when it ran, None on a cache hit."""
+    key = warm_start_key(policy, pairs, {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed})
     path = Path(cache_dir) / f"warmstart-{key}.pt"
     if path.exists():
         policy.model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         log.info(f"Warm start loaded from cache {path}")
         return None
     start = time.perf_counter()
-    pairs = pairs_fn()
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         stats = supervised_fine_tune(policy, pairs, steps=steps, batch_size=batch_size, lr=lr, seed=seed)

@@ -102,3 +102,16 @@ def test_input_checks():
         rloo_advantages(RETURNS, mask, GROUPS.double())
     with pytest.raises(ValueError, match=r"\(6, 1\)"):
         grpo_advantages(RETURNS[:, None], mask, GROUPS)
+
+
+def test_informative_groups_keeps_only_groups_whose_returns_differ():
+    from src.algos.advantages import informative_groups
+
+    # group 0: returns differ -> kept; group 1: all failed -> dropped; group 2: all succeeded ->
+    # dropped; group 3: a single trajectory has no spread -> dropped
+    returns = torch.tensor([1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.5])
+    group_ids = torch.tensor([0, 0, 0, 1, 1, 2, 2, 3])
+    keep = informative_groups(returns, group_ids)
+    assert keep.tolist() == [True, True, True, False, False, False, False, False]
+    with pytest.raises(ValueError, match="returns"):
+        informative_groups(returns[:, None], group_ids)
