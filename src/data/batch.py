@@ -16,7 +16,7 @@ from src.rollout.sampler import left_pad, position_ids_from_mask
 
 def collate_steps(rows: Sequence[Dict[str, Any]], pad_id: int) -> Dict[str, torch.Tensor]:
     """Collate step rows (dicts with ``prompt_ids`` and ``response_ids`` lists, optional per-token
-    ``old_log_probs`` list and scalar ``advantage``/``reward``) into:
+    ``old_log_probs`` list and scalar ``advantage``) into:
 
     * ``input_ids`` (N, L) long, ``attention_mask`` (N, L) long, ``position_ids`` (N, L) long
     * ``targets`` (N, R) long — the response tokens, right-aligned
@@ -47,9 +47,8 @@ def collate_steps(rows: Sequence[Dict[str, Any]], pad_id: int) -> Dict[str, torc
             if n:
                 old[i, width - n:] = torch.as_tensor(r["old_log_probs"], dtype=torch.float32)
         batch["old_log_probs"] = old
-    for key in ("advantage", "reward"):
-        if key in rows[0]:
-            batch[key + "s"] = torch.tensor([float(r[key]) for r in rows], dtype=torch.float32)
+    if "advantage" in rows[0]:
+        batch["advantages"] = torch.tensor([float(r["advantage"]) for r in rows], dtype=torch.float32)
     return batch
 
 

@@ -143,7 +143,6 @@ class AgentLitModule(LightningModule):
                 "response_ids": s.response_ids,
                 "old_log_probs": s.old_log_probs,
                 "advantage": float(advantages[s.traj_id, s.step_idx]),
-                "reward": s.reward,
             }
             for s in rollout.steps
             if bool(mask[s.traj_id, s.step_idx]) or not bool(keep.any())

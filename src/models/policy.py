@@ -165,10 +165,6 @@ def load_hf_policy(
     return Policy(model=model, tokenizer=tokenizer, fingerprint=fingerprint or _fingerprint([name_or_path, dtype]))
 
 
-def parameter_count(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 def stop_token_ids(tokenizer: PreTrainedTokenizerBase) -> List[int]:
     """Token ids that end a response: the chat end-of-turn token and the plain EOS, if distinct."""
     ids = {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")}
