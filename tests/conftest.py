@@ -1,13 +1,20 @@
 """Shared fixtures: configs composed with Hydra's compose API, shrunk to seconds of CPU work."""
+import os
 from pathlib import Path
 from typing import List, Optional
 
 import pytest
 import rootutils
+from hypothesis import settings
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
+
+# CI runs the property tests on hypothesis' fixed example sequence, so a run can be repeated exactly;
+# locally they explore new random examples every time.
+settings.register_profile("ci", derandomize=True, database=None)
+settings.load_profile("ci" if os.environ.get("CI") else "default")
 
 ROOT = rootutils.setup_root(__file__, indicator=".project-root", pythonpath=True)
 CONFIG_DIR = str(Path(ROOT) / "configs")

@@ -96,3 +96,21 @@ def test_greedy_generation_is_deterministic_and_stops_at_eos(policy):
     for response in a[0]:
         # a stop token, if any, is the last token
         assert not stops.intersection(response[:-1])
+
+
+def test_model_hf_loads_a_local_directory_through_the_same_path(tmp_path, make_cfg_module, policy):
+    """`model=hf model.name_or_path=<dir>`: any save_pretrained directory (here the tiny policy's)
+    loads offline and plays through the same sampler."""
+    local = tmp_path / "local_model"
+    policy.model.save_pretrained(local)
+    policy.tokenizer.save_pretrained(local)
+    cfg = make_cfg_module("model=hf", f"model.name_or_path={local}", "model.policy.dtype=float32")
+    assert cfg.model.policy.name_or_path == str(local) and not cfg.model.warmstart.enabled
+    loaded = hydra.utils.instantiate(cfg.model.policy)
+    for (name, a), (_, b) in zip(policy.model.state_dict().items(), loaded.model.state_dict().items()):
+        assert torch.equal(a, b), name
+    env = envs.make_env("deepsearch")
+    obs, info = env.reset(options={"index": 2})
+    ids = loaded.tokenizer(PromptBuilder().render(loaded.tokenizer, info["instruction"], obs),
+                           add_special_tokens=False)["input_ids"]
+    assert generate(loaded, [ids], max_new_tokens=6, greedy=True)[0] == generate(policy, [ids], 6, greedy=True)[0]

@@ -33,3 +33,14 @@ def test_cli_rejects_unknown_algo_with_allowed_values(tmp_path, artifact_dir):
     assert result.returncode != 0
     assert "Could not find 'algo/nope'" in result.stderr
     assert "empg" in result.stderr and "grpo" in result.stderr
+
+
+@pytest.mark.slow
+def test_ddp_spawn_on_cpu_runs_the_whole_loop(tmp_path, artifact_dir):
+    """trainer=ddp_sim: two gloo processes each play their share of the groups, EMPG's statistics
+    are gathered across them, and gradients are all-reduced; the run must finish and validate."""
+    result = run_cli(["trainer=ddp_sim", "debug=smoke", "algo=empg", f"hydra.run.dir={tmp_path / 'run'}"],
+                     tmp_path, artifact_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Validation success" in result.stdout + result.stderr
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()

@@ -43,6 +43,8 @@ class AgentLitModule(LightningModule):
         warmstart: supervised warm start on expert demonstrations (enabled, episodes, steps,
             batch_size, lr, seed, cache_dir); off for real instruct models.
         scheduler: optional partial LR scheduler.
+        name_or_path: where a pretrained policy came from (hub id or directory); recorded in the
+            hyperparameters only, the ``policy`` builder does the loading.
     """
 
     def __init__(
@@ -53,6 +55,7 @@ class AgentLitModule(LightningModule):
         temperature: float = 1.0,
         warmstart: Optional[Dict[str, Any]] = None,
         scheduler: Any = None,
+        name_or_path: Optional[str] = None,
     ) -> None:
         super().__init__()
         # Plain containers only: checkpoints then load with torch.load(weights_only=True). The
