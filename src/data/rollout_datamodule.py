@@ -162,8 +162,12 @@ class RolloutDataModule(LightningDataModule):
         module = self.trainer.lightning_module
         epoch = self.trainer.current_epoch
         rollout = self.collect_rollout(module.policy, epoch)
-        rows = module.prepare_rollout(rollout)
-        rows = self._equalise_across_ranks(rows, epoch)
+        rows = self._equalise_across_ranks(module.prepare_rollout(rollout), rollout, epoch)
+        if not rows:
+            # No row carries a signal (every group filtered out). One zero-advantage row keeps the
+            # epoch alive, so validation, logging and checkpointing still happen; the module skips
+            # the update of a batch without signal.
+            rows = self._zero_advantage_rows(rollout)[:1]
         lengths = [len(r["prompt_ids"]) + len(r["response_ids"]) for r in rows]
         return DataLoader(
             RowDataset(rows),
@@ -173,15 +177,23 @@ class RolloutDataModule(LightningDataModule):
             num_workers=0,  # rows are already in memory; workers would only copy them
         )
 
-    def _equalise_across_ranks(self, rows: List[Dict[str, Any]], epoch: int) -> List[Dict[str, Any]]:
+    def _equalise_across_ranks(self, rows: List[Dict[str, Any]], rollout: RolloutResult,
+                               epoch: int) -> List[Dict[str, Any]]:
         """Under DDP every rank must run the same number of optimisation steps, or the gradient
         all-reduce hangs. Ranks with fewer rows duplicate random rows of their own (verl-agent pads
-        the same way)."""
+        the same way); a rank left with none (its groups all filtered out) pads with its rollout's
+        steps at zero advantage, which carry no policy gradient."""
         if self._world_size == 1:
             return rows
         target = int(self.trainer.strategy.reduce(torch.tensor(len(rows)), reduce_op="max"))
+        pool = rows or self._zero_advantage_rows(rollout)
         rng = random.Random(f"pad/{self.hparams.seed}/{epoch}/{self._rank}")
-        return rows + [rows[rng.randrange(len(rows))] for _ in range(target - len(rows))]
+        return rows + [pool[rng.randrange(len(pool))] for _ in range(target - len(rows))]
+
+    @staticmethod
+    def _zero_advantage_rows(rollout: RolloutResult) -> List[Dict[str, Any]]:
+        return [{"prompt_ids": s.prompt_ids, "response_ids": s.response_ids, "old_log_probs": s.old_log_probs,
+                 "advantage": 0.0} for s in rollout.steps]
 
     # ------------------------------------------------------------------ validation data
     def val_dataloader(self) -> DataLoader:

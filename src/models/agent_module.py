@@ -96,7 +96,9 @@ class AgentLitModule(LightningModule):
     # ------------------------------------------------------------------ rollout -> rows
     def prepare_rollout(self, rollout: RolloutResult) -> List[Dict[str, Any]]:
         """Per-step advantages for a rollout (base estimator, then EMPG) as training rows; stores
-        the rollout's metrics for logging at the start of the epoch."""
+        the rollout's metrics for logging at the start of the epoch. With ``algo.filter_groups``
+        the rows of groups without a learning signal are left out (possibly all of them: then the
+        epoch makes no update, rather than Adam steps driven by momentum alone)."""
         start = time.perf_counter()
         episodes = sorted(rollout.episodes, key=lambda e: e.traj_id)
         num_traj = len(episodes)
@@ -108,14 +110,12 @@ class AgentLitModule(LightningModule):
             entropy[s.traj_id, s.step_idx] = s.step_entropy
         returns = torch.tensor([e.episode_return for e in episodes], dtype=torch.float32)
         group_ids = torch.tensor([e.group_id for e in episodes], dtype=torch.long)
-        keep = torch.ones(num_traj, dtype=torch.bool)
         metrics: Dict[str, float] = {}
         if self.algo.get("filter_groups", False):
             keep = informative_groups(returns, group_ids)
             metrics["rollout/informative_group_frac"] = keep.float().mean().item() if num_traj else 0.0
-            if bool(keep.any()):
-                mask = mask & keep[:, None]
-            # else: no group carries a learning signal; every row keeps a zero advantage below
+            # dropped trajectories leave EMPG's batch statistics and the training rows alike
+            mask = mask & keep[:, None]
 
         estimator = dict(self.algo["estimator"])
         base = compute_base_advantages(estimator.pop("name"), returns, mask, group_ids, **estimator)
@@ -124,8 +124,6 @@ class AgentLitModule(LightningModule):
             advantages = self._empg_global(base, entropy, mask, empg, metrics)
         else:
             advantages = base
-        if not bool(keep.any()):  # filter_groups found no learning signal: train on nothing
-            advantages = torch.zeros_like(advantages)
         real = advantages[mask]
         metrics.update({
             "adv/mean": real.mean().item() if real.numel() else 0.0,
@@ -148,7 +146,7 @@ class AgentLitModule(LightningModule):
                 "advantage": float(advantages[s.traj_id, s.step_idx]),
             }
             for s in rollout.steps
-            if bool(mask[s.traj_id, s.step_idx]) or not bool(keep.any())
+            if bool(mask[s.traj_id, s.step_idx])
         ]
 
     def _empg_global(self, base: torch.Tensor, entropy: torch.Tensor, mask: torch.Tensor,
@@ -188,8 +186,14 @@ class AgentLitModule(LightningModule):
                     if values.numel():
                         logger.experiment.add_histogram(key, values, self.global_step)
 
-    def training_step(self, batch: Dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: Dict[str, torch.Tensor], batch_idx: int) -> Optional[torch.Tensor]:
         algo = self.algo
+        entropy_coef, kl_coef = float(algo.get("entropy_coef", 0.0)), float(algo.get("kl_coef", 0.0))
+        if self.trainer.world_size == 1 and not bool(batch["advantages"].any()) and not entropy_coef and not kl_coef:
+            # Nothing to learn from (e.g. the placeholder row of an epoch whose groups were all
+            # filtered out): skip, rather than let Adam's momentum alone move the weights. Under
+            # DDP every rank must step together, so there the zero-gradient step is taken.
+            return None
         temperature = float(self.hparams.temperature)
         mask = batch["response_mask"]
         logits = response_logits(self.model, batch)
@@ -204,10 +208,8 @@ class AgentLitModule(LightningModule):
         self.log("train/pg_loss", loss, on_step=False, on_epoch=True, batch_size=n)
         entropy = aggregate_loss(entropy_from_logits(logits.detach() / temperature), mask, agg)
         self.log("train/token_entropy", entropy, on_step=False, on_epoch=True, batch_size=n)
-        entropy_coef = float(algo.get("entropy_coef", 0.0))
         if entropy_coef:
             loss = loss - entropy_coef * aggregate_loss(entropy_from_logits(logits / temperature), mask, agg)
-        kl_coef = float(algo.get("kl_coef", 0.0))
         if kl_coef and self.ref_model is not None:
             with torch.no_grad():
                 ref_log_probs = token_log_probs(response_logits(self.ref_model, batch), batch["targets"], temperature)
