@@ -192,8 +192,7 @@ class RolloutDataModule(LightningDataModule):
 
     @staticmethod
     def _zero_advantage_rows(rollout: RolloutResult) -> List[Dict[str, Any]]:
-        return [{"prompt_ids": s.prompt_ids, "response_ids": s.response_ids, "old_log_probs": s.old_log_probs,
-                 "advantage": 0.0} for s in rollout.steps]
+        return [s.training_row(0.0) for s in rollout.steps]
 
     # ------------------------------------------------------------------ validation data
     def val_dataloader(self) -> DataLoader:

@@ -138,16 +138,8 @@ class AgentLitModule(LightningModule):
         self._histograms = {"rollout/step_entropy_hist": entropy[mask].clone(),
                             "adv/advantage_hist": real.clone()}
 
-        return [
-            {
-                "prompt_ids": s.prompt_ids,
-                "response_ids": s.response_ids,
-                "old_log_probs": s.old_log_probs,
-                "advantage": float(advantages[s.traj_id, s.step_idx]),
-            }
-            for s in rollout.steps
-            if bool(mask[s.traj_id, s.step_idx])
-        ]
+        return [s.training_row(advantages[s.traj_id, s.step_idx]) for s in rollout.steps
+                if bool(mask[s.traj_id, s.step_idx])]
 
     def _empg_global(self, base: torch.Tensor, entropy: torch.Tensor, mask: torch.Tensor,
                      empg: Dict[str, Any], metrics: Dict[str, float]) -> torch.Tensor:

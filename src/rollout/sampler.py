@@ -38,6 +38,11 @@ class StepRecord:
     anchor_obs: str  # the raw observation the step answered (GiGPO's anchor)
     response_text: str
 
+    def training_row(self, advantage: float) -> Dict[str, Any]:
+        """The row ``collate_steps`` batches: this step's tokens, old log-probs and advantage."""
+        return {"prompt_ids": self.prompt_ids, "response_ids": self.response_ids,
+                "old_log_probs": self.old_log_probs, "advantage": float(advantage)}
+
     @property
     def step_entropy(self) -> float:
         """Mean token entropy of the response (EMPG's H_t)."""
