@@ -9,10 +9,19 @@ from lightning import Callback, Trainer
 
 from src.train import train
 
-TASKS = sorted(p.stem for p in (Path(__file__).parents[1] / "configs" / "task").glob("*.yaml"))
+CONFIGS = Path(__file__).parents[1] / "configs"
+TASKS = sorted(p.stem for p in (CONFIGS / "task").glob("*.yaml"))
+ALGOS = sorted(p.stem for p in (CONFIGS / "algo").glob("*.yaml"))
 
 
-@pytest.mark.parametrize("algo", ["empg", "grpo"])
+def test_every_algorithm_has_an_empg_variant():
+    bases = {a for a in ALGOS if not a.endswith("_empg") and a != "empg"}
+    assert bases >= {"grpo", "rloo", "reinforce_pp", "dapo", "gigpo", "ppo"}
+    for base in bases - {"grpo"}:  # GRPO's is the paper's own, algo=empg
+        assert f"{base}_empg" in ALGOS
+
+
+@pytest.mark.parametrize("algo", ALGOS)
 @pytest.mark.parametrize("task", TASKS)
 def test_smoke_epoch_runs_whole_loop(make_cfg, tmp_path, task, algo):
     cfg = make_cfg(f"task={task}", f"algo={algo}")
@@ -20,7 +29,11 @@ def test_smoke_epoch_runs_whole_loop(make_cfg, tmp_path, task, algo):
     for key in ("val/success", "val/success_initial", "rollout/success", "time/rollout_s", "adv/std"):
         assert key in metrics, sorted(metrics)
     # an update happened, unless the group filter left no group with a learning signal
-    assert "train/loss" in metrics or float(metrics["rollout/informative_group_frac"]) == 0.0
+    assert "train/loss" in metrics or float(metrics["adv/std"]) == 0.0
+    if cfg.algo.empg.enabled:
+        assert float(metrics["adv/std"]) == pytest.approx(1.0, abs=1e-3) or float(metrics["rollout/kept_groups"]) == 0
+    if "train/loss" in metrics:
+        assert "prop1/score_norm_sq" in metrics and "prop1/expected_score_norm_sq" in metrics
     assert 0.0 <= float(metrics["val/success"]) <= 1.0
     assert (tmp_path / "checkpoints" / "last.ckpt").exists()
     assert list((tmp_path / "tensorboard").rglob("events.out.tfevents*"))

@@ -19,6 +19,7 @@ __all__ = [
     "policy_gradient_loss",
     "kl_penalty",
     "entropy_from_logits",
+    "value_loss",
 ]
 
 AGG_MODES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean")
@@ -231,3 +232,44 @@ def entropy_from_logits(logits: Tensor) -> Tensor:
     # p * logp is 0 * -inf = NaN where p == 0; replace log p there before multiplying.
     logp_safe = torch.where(p > 0, logp, torch.zeros_like(logp))
     return -(p * logp_safe).sum(dim=-1)
+
+
+def value_loss(values: Tensor, old_values: Tensor, targets: Tensor, *,
+               clip: float | None = 0.2) -> tuple[Tensor, dict[str, Tensor]]:
+    """PPO's clipped value loss 0.5 * mean(max((V - R)^2, (V_clip - R)^2)), one value per agent step.
+
+    V_clip = V_old + clamp(V - V_old, -clip, clip) keeps the value from moving further than ``clip``
+    from its rollout-time estimate in one update; ``clip=None`` gives the plain squared error.
+
+    Args:
+        values: float (N,), current value predictions (carry the gradient).
+        old_values: float (N,), predictions at rollout time (constants).
+        targets: float (N,), the returns the value regresses to (GAE's A + V_old).
+        clip: None or > 0.
+
+    Returns:
+        loss: 0-d float tensor.
+        metrics: detached 0-d tensors ``value_clipfrac`` (fraction of rows where the clipped term
+            was the larger) and ``value_error`` (mean |V - R|).
+
+    Raises:
+        ValueError: on shape mismatch, non-1-D input or clip <= 0.
+    """
+    if values.dim() != 1:
+        raise ValueError(f"values must be (N,), got shape {tuple(values.shape)}")
+    _check_same_shape(values=values, old_values=old_values, targets=targets)
+    if clip is not None and clip <= 0:
+        raise ValueError(f"value clip must be None or > 0, got {clip}")
+    old, target = old_values.detach().to(values.dtype), targets.detach().to(values.dtype)
+    err = (values - target) ** 2
+    if clip is None:
+        loss_rows, clipped_rows = err, torch.zeros_like(err, dtype=torch.bool)
+    else:
+        v_clip = old + torch.clamp(values - old, -clip, clip)
+        err_clip = (v_clip - target) ** 2
+        loss_rows, clipped_rows = torch.maximum(err, err_clip), err_clip > err
+    loss = 0.5 * loss_rows.mean() if values.numel() else values.sum() * 0.0
+    with torch.no_grad():
+        metrics = {"value_clipfrac": clipped_rows.to(values.dtype).mean() if values.numel() else loss.detach(),
+                   "value_error": (values - target).abs().mean() if values.numel() else loss.detach()}
+    return loss, {k: v.detach() for k, v in metrics.items()}

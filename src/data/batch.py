@@ -7,21 +7,31 @@ response in the mini-batch, the logits of the last R+1 positions are all a loss 
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
 from src.rollout.sampler import left_pad, position_ids_from_mask
 
 
+#: Per-row scalars a training row may carry -> their (N,) float tensor in the batch.
+ROW_SCALARS = {
+    "advantage": "advantages",  # what the loss uses (EMPG-modulated when enabled)
+    "base_advantage": "base_advantages",  # the base estimator's, for Proposition 1's diagnostics
+    "step_entropy": "step_entropy",  # EMPG's H_t, measured at rollout time
+    "old_value": "old_values",  # value head at rollout time (PPO + GAE)
+    "value_target": "value_targets",
+}
+
+
 def collate_steps(rows: Sequence[Dict[str, Any]], pad_id: int) -> Dict[str, torch.Tensor]:
     """Collate step rows (dicts with ``prompt_ids`` and ``response_ids`` lists, optional per-token
-    ``old_log_probs`` list and scalar ``advantage``) into:
+    ``old_log_probs`` list and the optional scalars of ``ROW_SCALARS``) into:
 
     * ``input_ids`` (N, L) long, ``attention_mask`` (N, L) long, ``position_ids`` (N, L) long
     * ``targets`` (N, R) long — the response tokens, right-aligned
     * ``response_mask`` (N, R) bool — True on real response tokens
-    * ``old_log_probs`` (N, R) float (0 at padding), ``advantages`` (N,) float, if present.
+    * ``old_log_probs`` (N, R) float (0 at padding), and each scalar as (N,) float, if present.
     """
     if not rows:
         raise ValueError("collate_steps got an empty list of rows")
@@ -47,13 +57,23 @@ def collate_steps(rows: Sequence[Dict[str, Any]], pad_id: int) -> Dict[str, torc
             if n:
                 old[i, width - n:] = torch.as_tensor(r["old_log_probs"], dtype=torch.float32)
         batch["old_log_probs"] = old
-    if "advantage" in rows[0]:
-        batch["advantages"] = torch.tensor([float(r["advantage"]) for r in rows], dtype=torch.float32)
+    for key, name in ROW_SCALARS.items():
+        if key in rows[0]:
+            batch[name] = torch.tensor([float(r[key]) for r in rows], dtype=torch.float32)
     return batch
 
 
 def response_logits(model: torch.nn.Module, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
     """Logits (N, R, V) float32 that predicted each response token of a collated batch."""
+    return response_logits_and_values(model, batch)[0]
+
+
+def response_logits_and_values(
+    model: torch.nn.Module, batch: Dict[str, torch.Tensor], value_head: Optional[torch.nn.Module] = None
+) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """One forward pass: logits (N, R, V) float32 for the response tokens and, with a value head,
+    V(s) (N,) float32 read from the last layer's hidden state at each row's last prompt token
+    (the state the step's response answered; causal attention keeps it blind to the response)."""
     width = batch["targets"].shape[1]
     out = model(
         input_ids=batch["input_ids"],
@@ -61,8 +81,43 @@ def response_logits(model: torch.nn.Module, batch: Dict[str, torch.Tensor]) -> t
         position_ids=batch["position_ids"],
         logits_to_keep=width + 1,
         use_cache=False,
+        output_hidden_states=value_head is not None,
     )
-    return out.logits[:, :-1, :].float()
+    logits = out.logits[:, :-1, :].float()
+    if value_head is None:
+        return logits, None
+    hidden = out.hidden_states[-1]
+    # rows end at the last column; a response of n tokens starts at column L - n
+    n_response = batch["response_mask"].sum(dim=1)
+    last_prompt = hidden.shape[1] - n_response - 1
+    state = hidden[torch.arange(hidden.shape[0], device=hidden.device), last_prompt]
+    return logits, value_head(state.float()).squeeze(-1)
+
+
+@torch.no_grad()
+def score_rows(
+    model: torch.nn.Module,
+    rows: Sequence[Dict[str, Any]],
+    pad_id: int,
+    temperature: float = 1.0,
+    batch_size: int = 32,
+    value_head: Optional[torch.nn.Module] = None,
+) -> Tuple[List[List[float]], Optional[List[float]]]:
+    """Per-token log-probs of each row's response under ``model`` (and V(s) with a value head), in
+    mini-batches: the reference model's log-probs for KL in the reward, PPO's old values."""
+    log_probs: List[List[float]] = []
+    values: Optional[List[float]] = [] if value_head is not None else None
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start:start + batch_size]
+        batch = {k: v.to(next(model.parameters()).device) for k, v in collate_steps(chunk, pad_id).items()}
+        logits, chunk_values = response_logits_and_values(model, batch, value_head)
+        lp = token_log_probs(logits, batch["targets"], temperature).cpu()
+        for i, row in enumerate(chunk):
+            n = len(row["response_ids"])
+            log_probs.append(lp[i, lp.shape[1] - n:].tolist() if n else [])
+        if values is not None:
+            values.extend(chunk_values.cpu().tolist())
+    return log_probs, values
 
 
 def token_log_probs(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

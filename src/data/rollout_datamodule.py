@@ -3,6 +3,7 @@ current policy and serves the resulting step rows (with advantages) as mini-batc
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from functools import partial
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -13,14 +14,27 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from envs import make_env
 from envs.base import TextEnv
+from src.algos.advantages import informative_groups
 from src.models.policy import Policy
 from src.rollout.expert import expert_demonstrations
-from src.rollout.sampler import MultiTurnSampler, RolloutResult
+from src.rollout.sampler import EpisodeRecord, MultiTurnSampler, RolloutResult, StepRecord
 from src.utils.pylogger import RankedLogger
 
 from src.data.batch import collate_steps
 
 log = RankedLogger(__name__, rank_zero_only=True)
+
+
+def _renumbered(groups: Sequence[Tuple[List[StepRecord], List[EpisodeRecord]]]) -> RolloutResult:
+    """The kept groups as one rollout whose trajectory ids run 0..n-1 (their rows in the (B, T)
+    step tensors); group ids stay as they were (globally unique)."""
+    steps: List[StepRecord] = []
+    episodes: List[EpisodeRecord] = []
+    for group_steps, group_episodes in groups:
+        new_id = {e.traj_id: len(episodes) + j for j, e in enumerate(group_episodes)}
+        episodes.extend(replace(e, traj_id=new_id[e.traj_id]) for e in group_episodes)
+        steps.extend(replace(s, traj_id=new_id[s.traj_id]) for s in group_steps)
+    return RolloutResult(steps=steps, episodes=episodes)
 
 
 class RowDataset(Dataset):
@@ -79,8 +93,8 @@ class RolloutDataModule(LightningDataModule):
         sampler: the batched multi-turn sampler (prompt window, response length, temperature).
         groups: distinct tasks per rollout (global, divided over ranks).
         group_size: episodes per task (G in GRPO); group members get identical resets.
-        mini_batch_size: rows per optimisation step (per rank).
-        ppo_epochs: passes over each rollout's rows.
+        mini_batch_size: rows per optimisation step (per rank); the passes over each rollout's rows
+            are ``algo.ppo_epochs``.
         val_episodes: held-out tasks played greedily at each validation (global).
         val_batch_size: episodes played together in one validation batch.
         val_split: split the validation tasks come from.
@@ -95,7 +109,6 @@ class RolloutDataModule(LightningDataModule):
         groups: int = 8,
         group_size: int = 8,
         mini_batch_size: int = 64,
-        ppo_epochs: int = 1,
         val_episodes: int = 100,
         val_batch_size: int = 50,
         val_split: str = "val",
@@ -141,58 +154,106 @@ class RolloutDataModule(LightningDataModule):
         return self.hparams.groups // self._world_size
 
     # ------------------------------------------------------------------ training data
-    def train_resets(self, epoch: int) -> Tuple[List[Dict[str, Any]], List[int]]:
-        """One task index per group, drawn from (seed, epoch, global group id); every member of a
-        group gets the same reset so their returns are comparable."""
+    @property
+    def local_trajectories(self) -> int:
+        """Trajectories this rank trains on per epoch (the B of the (B, T) step tensors)."""
+        return self.local_groups * self.hparams.group_size
+
+    def train_resets(self, epoch: int, attempt: int = 0) -> Tuple[List[Dict[str, Any]], List[int]]:
+        """One task index per group, drawn from (seed, epoch, attempt, global group id); every
+        member of a group gets the same reset so their returns are comparable. Group ids are
+        global (unique across ranks and attempts)."""
         num_tasks = self.train_envs[0].num_tasks()
         resets, group_ids = [], []
         for g in range(self.local_groups):
-            global_group = self._rank * self.local_groups + g
-            task = random.Random(f"{self.hparams.seed}/{epoch}/{global_group}").randrange(num_tasks)
+            global_group = (attempt * self._world_size + self._rank) * self.local_groups + g
+            key = f"{self.hparams.seed}/{epoch}/{global_group}"
+            task = random.Random(key).randrange(num_tasks)
             for _ in range(self.hparams.group_size):
                 resets.append({"options": {"index": task}})
                 group_ids.append(global_group)
         return resets, group_ids
 
-    def collect_rollout(self, policy: Policy, epoch: int) -> RolloutResult:
-        resets, group_ids = self.train_resets(epoch)
-        return self.sampler.play(policy, self.train_envs, resets, group_ids, greedy=False)
+    def collect_rollout(self, policy: Policy, epoch: int, filter_groups: bool = False,
+                        max_gen_batches: int = 1) -> Tuple[RolloutResult, Dict[str, float]]:
+        """Play this rank's groups; with ``filter_groups`` keep only groups whose returns differ
+        (DAPO's dynamic sampling) and, while fewer than ``local_groups`` are kept, play fresh
+        groups again, at most ``max_gen_batches`` rollouts in all (then train on what was kept).
+
+        Returns the rollout to train on (trajectories renumbered 0..n-1, at most ``local_groups``
+        groups) and the ``rollout/*`` metrics of every episode played, with the filter's counts.
+        """
+        played: List[RolloutResult] = []
+        kept: List[Tuple[List[StepRecord], List[EpisodeRecord]]] = []
+        dropped = 0
+        for attempt in range(max(1, max_gen_batches) if filter_groups else 1):
+            resets, group_ids = self.train_resets(epoch, attempt)
+            result = self.sampler.play(policy, self.train_envs, resets, group_ids, greedy=False)
+            played.append(result)
+            returns = torch.tensor([e.episode_return for e in result.episodes], dtype=torch.float64)
+            traj_groups = torch.tensor([e.group_id for e in result.episodes], dtype=torch.long)
+            informative = set(traj_groups[informative_groups(returns, traj_groups)].tolist())
+            for gid in dict.fromkeys(group_ids):
+                episodes = [e for e in result.episodes if e.group_id == gid]
+                if filter_groups and gid not in informative:
+                    dropped += 1
+                elif len(kept) < self.local_groups:
+                    kept.append(([s for s in result.steps if s.group_id == gid], episodes))
+            if len(kept) >= self.local_groups:
+                break
+        rollout = _renumbered(kept)
+        rollout.seconds = sum(r.seconds for r in played)
+        rollout.generated_tokens = sum(r.generated_tokens for r in played)
+        everything = RolloutResult(steps=[s for r in played for s in r.steps],
+                                   episodes=[e for r in played for e in r.episodes])
+        metrics = {f"rollout/{k}": v for k, v in everything.summary().items()}
+        played_groups = len(played) * self.local_groups
+        metrics.update({"rollout/gen_batches": float(len(played)), "rollout/dropped_groups": float(dropped),
+                        "rollout/informative_group_frac": (played_groups - dropped) / played_groups,
+                        "rollout/kept_groups": float(len(kept))})
+        return rollout, metrics
 
     def train_dataloader(self) -> DataLoader:
         module = self.trainer.lightning_module
         epoch = self.trainer.current_epoch
-        rollout = self.collect_rollout(module.policy, epoch)
-        rows = self._equalise_across_ranks(module.prepare_rollout(rollout), rollout, epoch)
+        algo = module.algo
+        rollout, metrics = self.collect_rollout(module.policy, epoch, bool(algo.get("filter_groups", False)),
+                                                int(algo.get("max_gen_batches", 1)))
+        rows = self._equalise_across_ranks(module.prepare_rollout(rollout, metrics), epoch)
         if not rows:
-            # No row carries a signal (every group filtered out). One zero-advantage row keeps the
-            # epoch alive, so validation, logging and checkpointing still happen; the module skips
-            # the update of a batch without signal.
-            rows = self._zero_advantage_rows(rollout)[:1]
+            # No row carries a signal (every group filtered out). One zero-advantage row of the
+            # policy's own making keeps the epoch alive, so validation, logging and checkpointing
+            # still happen; the module skips the update of a batch without signal.
+            rows = [self._placeholder_row(module.policy)]
         lengths = [len(r["prompt_ids"]) + len(r["response_ids"]) for r in rows]
         return DataLoader(
             RowDataset(rows),
-            batch_sampler=LengthGroupedBatches(lengths, self.hparams.mini_batch_size, self.hparams.ppo_epochs,
+            batch_sampler=LengthGroupedBatches(lengths, self.hparams.mini_batch_size, int(algo.get("ppo_epochs", 1)),
                                                seed=self.hparams.seed * 7919 + epoch),
             collate_fn=partial(collate_steps, pad_id=module.policy.tokenizer.pad_token_id),
             num_workers=0,  # rows are already in memory; workers would only copy them
         )
 
-    def _equalise_across_ranks(self, rows: List[Dict[str, Any]], rollout: RolloutResult,
-                               epoch: int) -> List[Dict[str, Any]]:
+    def _equalise_across_ranks(self, rows: List[Dict[str, Any]], epoch: int) -> List[Dict[str, Any]]:
         """Under DDP every rank must run the same number of optimisation steps, or the gradient
         all-reduce hangs. Ranks with fewer rows duplicate random rows of their own (verl-agent pads
-        the same way); a rank left with none (its groups all filtered out) pads with its rollout's
-        steps at zero advantage, which carry no policy gradient."""
+        the same way); a rank left with none (its groups all filtered out) pads with placeholder
+        rows at zero advantage, which carry no policy gradient."""
         if self._world_size == 1:
             return rows
         target = int(self.trainer.strategy.reduce(torch.tensor(len(rows)), reduce_op="max"))
-        pool = rows or self._zero_advantage_rows(rollout)
+        pool = rows or [self._placeholder_row(self.trainer.lightning_module.policy)]
         rng = random.Random(f"pad/{self.hparams.seed}/{epoch}/{self._rank}")
         return rows + [pool[rng.randrange(len(pool))] for _ in range(target - len(rows))]
 
     @staticmethod
-    def _zero_advantage_rows(rollout: RolloutResult) -> List[Dict[str, Any]]:
-        return [s.training_row(0.0) for s in rollout.steps]
+    def _placeholder_row(policy: Policy) -> Dict[str, Any]:
+        """A one-token step at zero advantage: no policy gradient, no value error."""
+        token = policy.tokenizer.eos_token_id
+        step = StepRecord(group_id=-1, traj_id=0, step_idx=0, prompt_ids=[token], response_ids=[token],
+                          old_log_probs=[0.0], token_entropies=[0.0], reward=0.0, done=True, action_valid=True,
+                          anchor_obs="", response_text="")
+        return step.training_row(0.0)
 
     # ------------------------------------------------------------------ validation data
     def val_dataloader(self) -> DataLoader:

@@ -13,11 +13,20 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import grad_norm
 from omegaconf import DictConfig, OmegaConf
 
+from src.algos.advantages import anchor_ids, overlong_penalty
+from src.algos.diagnostics import pearson_corr, step_score_norms, token_score_stats
 from src.algos.empg import empg_advantages, empg_factors
-from src.algos.advantages import informative_groups
-from src.algos.estimators import compute_base_advantages
-from src.algos.losses import aggregate_loss, entropy_from_logits, kl_penalty, policy_gradient_loss
-from src.data.batch import response_logits, token_log_probs
+from src.algos.estimators import NEEDS_VALUE_HEAD, StepBatch, compute_base_advantages, parse_estimator
+from src.algos.losses import (
+    AGG_MODES,
+    KL_KINDS,
+    aggregate_loss,
+    entropy_from_logits,
+    kl_penalty,
+    policy_gradient_loss,
+    value_loss,
+)
+from src.data.batch import response_logits, response_logits_and_values, score_rows, token_log_probs
 from src.models.policy import Policy
 from src.models.warmstart import cached_warm_start
 from src.rollout.sampler import RolloutResult
@@ -30,14 +39,34 @@ def _plain(cfg: Any) -> Any:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
 
 
+def check_algo_config(algo: Dict[str, Any]) -> None:
+    """Fail at construction, naming the key and its allowed values, rather than mid-training."""
+    parse_estimator(str((algo.get("estimator") or {}).get("name")))
+    choices = {"loss_agg": AGG_MODES, "kl_type": KL_KINDS}
+    for key, allowed in choices.items():
+        if key in algo and algo[key] not in allowed:
+            raise ValueError(f"algo.{key}={algo[key]!r} is not allowed; allowed values: {', '.join(allowed)}")
+    for key in ("clip_low", "clip_high", "kl_coef", "entropy_coef"):
+        if float(algo.get(key, 0.0)) < 0:
+            raise ValueError(f"algo.{key} must be >= 0, got {algo[key]}")
+    if algo.get("dual_clip") is not None and float(algo["dual_clip"]) <= 1.0:
+        raise ValueError(f"algo.dual_clip must be null or > 1, got {algo['dual_clip']}")
+    overlong = algo.get("overlong") or {}
+    if overlong.get("enabled", False) and not 0.0 < float(overlong.get("buffer_fraction", 0.0)) <= 1.0:
+        raise ValueError(f"algo.overlong.buffer_fraction must be in (0, 1], got {overlong.get('buffer_fraction')}")
+    if int(algo.get("ppo_epochs", 1)) < 1:
+        raise ValueError(f"algo.ppo_epochs must be >= 1, got {algo['ppo_epochs']}")
+
+
 class AgentLitModule(LightningModule):
     """RL fine-tuning of an LLM agent.
 
     Args:
         policy: the causal LM and tokenizer (``src.models.policy.build_tiny_policy`` / ``load_hf_policy``).
-        algo: the ``algo`` config: ``estimator`` (name + options), ``empg`` (enabled, k, k_future,
-            zeta, eps), clip_low / clip_high / dual_clip, loss_agg, kl_coef / kl_type,
-            entropy_coef.
+        algo: the ``algo`` config (``configs/algo/``): ``estimator`` (name + options), ``empg``
+            (enabled, k, k_future, zeta, eps, normalize), ``overlong``, clip_low / clip_high /
+            dual_clip, loss_agg, kl_coef / kl_type / kl_in_reward, entropy_coef, ``value`` (coef,
+            clip, lr; PPO + GAE only).
         optimizer: a partial optimizer (``_partial_: true``) that receives the parameters.
         temperature: the rollout sampling temperature; the loss scores tokens at the same one.
         warmstart: supervised warm start on expert demonstrations (enabled, episodes, steps,
@@ -61,6 +90,7 @@ class AgentLitModule(LightningModule):
         # Plain containers only: checkpoints then load with torch.load(weights_only=True). The
         # optimizer/scheduler partials are kept as attributes; the run's Hydra config rebuilds them.
         algo, warmstart = _plain(algo), _plain(warmstart) or {"enabled": False}
+        check_algo_config(algo)
         self.save_hyperparameters(logger=False, ignore=["policy", "optimizer", "scheduler"])
         self.algo, self.warmstart_cfg = algo, warmstart
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
@@ -68,9 +98,19 @@ class AgentLitModule(LightningModule):
         self.tokenizer = policy.tokenizer
         self.fingerprint = policy.fingerprint
         self.ref_model: Optional[torch.nn.Module] = None
+        # PPO's critic: a linear value head on the policy's last hidden state (shared trunk),
+        # zero-initialised so the first baseline is 0
+        self.value_head: Optional[torch.nn.Linear] = None
+        if parse_estimator(algo["estimator"]["name"]) in NEEDS_VALUE_HEAD:
+            self.value_head = torch.nn.Linear(policy.model.config.hidden_size, 1)
+            torch.nn.init.zeros_(self.value_head.weight)
+            torch.nn.init.zeros_(self.value_head.bias)
+        self._kl_coef = float(algo.get("kl_coef", 0.0))
         self._prepared = False
         self._rollout_metrics: Dict[str, float] = {}
+        self._shaping_metrics: Dict[str, float] = {}
         self._histograms: Dict[str, torch.Tensor] = {}
+        self._prop1: List[torch.Tensor] = []
         self._epoch_start = 0.0
 
     @property
@@ -90,105 +130,163 @@ class AgentLitModule(LightningModule):
             log.info(f"Expert: {len(pairs)} demonstration steps, success {expert_success:.3f}")
             cached_warm_start(self.policy, pairs, cache_dir=ws["cache_dir"], steps=ws["steps"],
                               batch_size=ws["batch_size"], lr=ws["lr"], seed=ws["seed"])
-        if float(self.algo.get("kl_coef", 0.0)) > 0:
+        if self._kl_coef > 0:
             self.ref_model = copy.deepcopy(self.model).requires_grad_(False).eval()
 
     # ------------------------------------------------------------------ rollout -> rows
-    def prepare_rollout(self, rollout: RolloutResult) -> List[Dict[str, Any]]:
-        """Per-step advantages for a rollout (base estimator, then EMPG) as training rows; stores
-        the rollout's metrics for logging at the start of the epoch. With ``algo.filter_groups``
-        the rows of groups without a learning signal are left out (possibly all of them: then the
-        epoch makes no update, rather than Adam steps driven by momentum alone)."""
+    def prepare_rollout(self, rollout: RolloutResult, played_metrics: Optional[Dict[str, float]] = None
+                        ) -> List[Dict[str, Any]]:
+        """Per-step advantages for a rollout as training rows: step rewards are shaped (overlong
+        penalty, KL in the reward), the base estimator runs on the *global* batch, then EMPG.
+
+        Args:
+            rollout: the episodes to train on (the DataModule's group filter already applied).
+            played_metrics: ``rollout/*`` metrics of every episode played this epoch (the filter
+                drops some); defaults to the summary of ``rollout``.
+
+        The metrics are stored and logged at the start of the epoch."""
         start = time.perf_counter()
-        episodes = sorted(rollout.episodes, key=lambda e: e.traj_id)
-        num_traj = len(episodes)
-        horizon = max([self.trainer.datamodule.max_steps] + [s.step_idx + 1 for s in rollout.steps])
-        mask = torch.zeros((num_traj, horizon), dtype=torch.bool)
-        entropy = torch.zeros((num_traj, horizon))
-        for s in rollout.steps:
-            mask[s.traj_id, s.step_idx] = True
-            entropy[s.traj_id, s.step_idx] = s.step_entropy
-        returns = torch.tensor([e.episode_return for e in episodes], dtype=torch.float32)
-        group_ids = torch.tensor([e.group_id for e in episodes], dtype=torch.long)
-        metrics: Dict[str, float] = {}
-        if self.algo.get("filter_groups", False):
-            keep = informative_groups(returns, group_ids)
-            metrics["rollout/informative_group_frac"] = keep.float().mean().item() if num_traj else 0.0
-            # dropped trajectories leave EMPG's batch statistics and the training rows alike
-            mask = mask & keep[:, None]
+        datamodule = self.trainer.datamodule
+        local = self._step_batch(rollout, datamodule.local_trajectories, datamodule.max_steps,
+                                 datamodule.sampler.max_new_tokens)
+        world = self.trainer.world_size if self._trainer is not None else 1
+        batch = local.map(self._gather) if world > 1 else local
+        metrics: Dict[str, float] = dict(played_metrics or {f"rollout/{k}": v for k, v in rollout.summary().items()})
 
         estimator = dict(self.algo["estimator"])
-        base = compute_base_advantages(estimator.pop("name"), returns, mask, group_ids, **estimator)
+        base = compute_base_advantages(estimator.pop("name"), batch, **estimator)
+        advantages = base.advantages
         empg = self.algo.get("empg") or {}
         if empg.get("enabled", False):
-            advantages = self._empg_global(base, entropy, mask, empg, metrics)
-        else:
-            advantages = base
+            advantages = self._empg(base.advantages, batch, empg, metrics)
+
+        # this rank's trajectories: the gathered batch is the ranks' batches in rank order
+        rank = self.trainer.global_rank if world > 1 else 0
+        b = local.mask.shape[0]
+        mine = slice(rank * b, (rank + 1) * b)
+        advantages, base_adv = advantages[mine], base.advantages[mine]
+        targets = base.value_targets[mine] if base.value_targets is not None else None
+        mask = local.mask
         real = advantages[mask]
         metrics.update({
             "adv/mean": real.mean().item() if real.numel() else 0.0,
             "adv/std": real.std(unbiased=False).item() if real.numel() else 0.0,
-            "adv/base_std": base[mask].std(unbiased=False).item() if real.numel() else 0.0,
+            "adv/base_std": base_adv[mask].std(unbiased=False).item() if real.numel() else 0.0,
+            "reward/step_reward_mean": local.step_rewards[mask].mean().item() if real.numel() else 0.0,
         })
-        for key, value in rollout.summary().items():
-            metrics[f"rollout/{key}"] = value
         metrics["time/rollout_s"] = rollout.seconds + time.perf_counter() - start
         metrics["rollout/generated_tokens"] = float(rollout.generated_tokens)
+        metrics.update(self._shaping_metrics)
         self._rollout_metrics = metrics
-        self._histograms = {"rollout/step_entropy_hist": entropy[mask].clone(),
+        self._histograms = {"rollout/step_entropy_hist": local.entropy[mask].clone(),
                             "adv/advantage_hist": real.clone()}
 
-        return [s.training_row(advantages[s.traj_id, s.step_idx]) for s in rollout.steps
-                if bool(mask[s.traj_id, s.step_idx])]
+        def at(x: Optional[torch.Tensor], s) -> float:
+            return float(x[s.traj_id, s.step_idx]) if x is not None else 0.0
 
-    def _empg_global(self, base: torch.Tensor, entropy: torch.Tensor, mask: torch.Tensor,
-                     empg: Dict[str, Any], metrics: Dict[str, float]) -> torch.Tensor:
-        """EMPG over the *global* batch: under DDP every rank gathers all ranks' (B, T) tensors,
-        modulates the whole batch and keeps its own rows, so the result equals the single-process
-        result on the same episodes."""
+        return [s.training_row(at(advantages, s), at(base_adv, s), at(local.values, s), at(targets, s))
+                for s in rollout.steps]
+
+    def _gather(self, t: torch.Tensor) -> torch.Tensor:
+        """All ranks' (B, ...) tensors concatenated in rank order, on the CPU, dtype kept."""
+        gathered = self.all_gather(t.to(self.device))
+        return gathered.reshape(-1, *t.shape[1:]).to(t.dtype).cpu()
+
+    def _step_batch(self, rollout: RolloutResult, num_traj: int, horizon: int, max_new_tokens: int) -> StepBatch:
+        """The rollout as (B, T) tensors with B = ``num_traj`` (the rank's full share, so all ranks
+        gather equal shapes; trajectories the group filter dropped stay all-padding) and shaped
+        step rewards."""
+        if len(rollout.episodes) > num_traj or any(s.step_idx >= horizon for s in rollout.steps):
+            raise ValueError(f"rollout does not fit ({num_traj} trajectories x {horizon} steps): "
+                             f"{len(rollout.episodes)} episodes, longest {max(s.step_idx for s in rollout.steps) + 1}")
+        shape = (num_traj, horizon)
+        mask, rewards = torch.zeros(shape, dtype=torch.bool), torch.zeros(shape)
+        entropy, lengths = torch.zeros(shape), torch.zeros(shape)
+        anchors = torch.zeros(shape, dtype=torch.long)
+        group_ids = torch.full((num_traj,), -1, dtype=torch.long)
+        anchor_of = anchor_ids([s.anchor_obs for s in rollout.steps]).tolist()
+        for s, anchor in zip(rollout.steps, anchor_of):
+            i, t = s.traj_id, s.step_idx
+            mask[i, t], rewards[i, t], entropy[i, t] = True, s.reward, s.step_entropy
+            lengths[i, t], anchors[i, t], group_ids[i] = len(s.response_ids), anchor, s.group_id
+        # padding trajectories get ids of their own (negative, distinct per rank) so they join no group
+        pad = group_ids < 0
+        group_ids[pad] = -1 - (torch.arange(num_traj)[pad] + num_traj * self.global_rank)
+
+        self._shaping_metrics = {}
+        overlong = self.algo.get("overlong") or {}
+        if overlong.get("enabled", False):
+            buffer = max(1, round(float(overlong["buffer_fraction"]) * max_new_tokens))
+            penalty = overlong_penalty(lengths, max_len=max_new_tokens, buffer_len=buffer,
+                                       factor=float(overlong.get("factor", 1.0)))
+            rewards = rewards + torch.where(mask, penalty, torch.zeros_like(penalty))
+            self._shaping_metrics["reward/overlong_penalty"] = penalty[mask].mean().item() if mask.any() else 0.0
+        values = None
+        if self.value_head is not None or (self._kl_coef and self.algo.get("kl_in_reward", False)):
+            rows = [s.training_row(0.0) for s in rollout.steps]
+            pad_id = self.tokenizer.pad_token_id
+            temperature = float(self.hparams.temperature)
+            if self.value_head is not None:
+                _, step_values = score_rows(self.model, rows, pad_id, temperature, value_head=self.value_head)
+                values = torch.zeros(shape)
+                for s, v in zip(rollout.steps, step_values):
+                    values[s.traj_id, s.step_idx] = v
+            if self._kl_coef and self.algo.get("kl_in_reward", False):
+                ref_lp, _ = score_rows(self.ref_model, rows, pad_id, temperature)
+                step_kl = torch.zeros(shape)
+                kind = self.algo.get("kl_type", "low-var")
+                for s, ref in zip(rollout.steps, ref_lp):
+                    if ref:
+                        old = torch.tensor(s.old_log_probs)
+                        step_kl[s.traj_id, s.step_idx] = kl_penalty(old, torch.tensor(ref), kind).sum()
+                rewards = rewards - self._kl_coef * step_kl
+                self._shaping_metrics["reward/kl"] = step_kl[mask].mean().item() if mask.any() else 0.0
+        return StepBatch(mask=mask, step_rewards=rewards, entropy=entropy, group_ids=group_ids, anchors=anchors,
+                         values=values)
+
+    def _empg(self, base: torch.Tensor, batch: StepBatch, empg: Dict[str, Any],
+              metrics: Dict[str, float]) -> torch.Tensor:
+        """EMPG over the whole (global) batch, plus its g / f factors for logging."""
         kw = {k: float(empg[k]) for k in ("k", "k_future", "eps") if k in empg}
-        world = self.trainer.world_size if self._trainer is not None else 1
-        local_b = base.shape[0]
-        if world > 1:
-            def gather(t: torch.Tensor) -> torch.Tensor:
-                return self.all_gather(t.float().to(self.device)).reshape(-1, t.shape[1]).cpu()
-            g_base, g_entropy, g_mask = gather(base), gather(entropy), gather(mask).bool()
-        else:
-            g_base, g_entropy, g_mask = base, entropy, mask
-        modulated = empg_advantages(g_base, g_entropy, g_mask, zeta=float(empg.get("zeta", 0.1)),
+        modulated = empg_advantages(base, batch.entropy, batch.mask, zeta=float(empg.get("zeta", 0.1)),
                                     normalize=bool(empg.get("normalize", True)), **kw)
-        g, f_next = empg_factors(g_entropy, g_mask, **kw)
-        has_next = torch.zeros_like(g_mask)
-        has_next[:, :-1] = g_mask[:, 1:]
-        for name, values in (("g", g[g_mask]), ("f", f_next[has_next])):
+        g, f_next = empg_factors(batch.entropy, batch.mask, **kw)
+        has_next = torch.zeros_like(batch.mask)
+        has_next[:, :-1] = batch.mask[:, :-1] & batch.mask[:, 1:]
+        for name, values in (("g", g[batch.mask]), ("f", f_next[has_next])):
             if values.numel():
                 metrics.update({f"empg/{name}_mean": values.mean().item(), f"empg/{name}_min": values.min().item(),
                                 f"empg/{name}_max": values.max().item()})
-        rank = self.trainer.global_rank if world > 1 else 0
-        return modulated[rank * local_b:(rank + 1) * local_b]
+        return modulated
 
     # ------------------------------------------------------------------ training
     def on_train_epoch_start(self) -> None:
         self._epoch_start = time.perf_counter()
+        self._prop1 = []
         for key, value in self._rollout_metrics.items():
             self.log(key, value, on_step=False, on_epoch=True, sync_dist=True)
+        self._log_histograms(self._histograms)
+
+    def _log_histograms(self, histograms: Dict[str, torch.Tensor]) -> None:
         for logger in self.loggers:
             if isinstance(logger, TensorBoardLogger):
-                for key, values in self._histograms.items():
+                for key, values in histograms.items():
                     if values.numel():
                         logger.experiment.add_histogram(key, values, self.global_step)
 
     def training_step(self, batch: Dict[str, torch.Tensor], batch_idx: int) -> Optional[torch.Tensor]:
         algo = self.algo
-        entropy_coef, kl_coef = float(algo.get("entropy_coef", 0.0)), float(algo.get("kl_coef", 0.0))
-        if self.trainer.world_size == 1 and not bool(batch["advantages"].any()) and not entropy_coef and not kl_coef:
+        entropy_coef = float(algo.get("entropy_coef", 0.0))
+        kl_in_loss = self._kl_coef and not algo.get("kl_in_reward", False)
+        if (self.trainer.world_size == 1 and not bool(batch["advantages"].any()) and not entropy_coef
+                and not kl_in_loss):
             # Nothing to learn from (e.g. the placeholder row of an epoch whose groups were all
             # filtered out): skip, rather than let Adam's momentum alone move the weights. Under
             # DDP every rank must step together, so there the zero-gradient step is taken.
             return None
         temperature = float(self.hparams.temperature)
         mask = batch["response_mask"]
-        logits = response_logits(self.model, batch)
+        logits, values = response_logits_and_values(self.model, batch, self.value_head)
         log_probs = token_log_probs(logits, batch["targets"], temperature)
         agg = algo.get("loss_agg", "token-mean")
         loss, stats = policy_gradient_loss(
@@ -202,23 +300,60 @@ class AgentLitModule(LightningModule):
         self.log("train/token_entropy", entropy, on_step=False, on_epoch=True, batch_size=n)
         if entropy_coef:
             loss = loss - entropy_coef * aggregate_loss(entropy_from_logits(logits / temperature), mask, agg)
-        if kl_coef and self.ref_model is not None:
+        if kl_in_loss and self.ref_model is not None:
             with torch.no_grad():
                 ref_log_probs = token_log_probs(response_logits(self.ref_model, batch), batch["targets"], temperature)
             kl = aggregate_loss(kl_penalty(log_probs, ref_log_probs, algo.get("kl_type", "low-var")), mask, agg)
-            loss = loss + kl_coef * kl
+            loss = loss + self._kl_coef * kl
             self.log("train/kl", kl, on_step=False, on_epoch=True, batch_size=n)
+        if values is not None:
+            value_cfg = algo.get("value") or {}
+            v_loss, v_stats = value_loss(values, batch["old_values"], batch["value_targets"],
+                                         clip=value_cfg.get("clip", 0.2))
+            loss = loss + float(value_cfg.get("coef", 0.5)) * v_loss
+            stats = {**stats, "value_loss": v_loss.detach(), **v_stats}
         for key, value in stats.items():
             self.log(f"train/{key}", value, on_step=False, on_epoch=True, batch_size=n)
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
+        self._record_prop1(logits.detach(), batch, temperature)
         return loss
 
+    def _record_prop1(self, logits: torch.Tensor, batch: Dict[str, torch.Tensor], temperature: float) -> None:
+        """Per step: measured squared score norm, its expectation 1 - sum p^2, and the size of the
+        step's logit gradient |A| * ||e_a - p|| with the base and with the modulated advantage."""
+        norms = step_score_norms(token_score_stats(logits, batch["targets"], temperature), batch["response_mask"])
+        self._prop1.append(torch.stack([
+            batch["step_entropy"].float(), norms["sampled_sq"], norms["expected_sq"],
+            batch["base_advantages"].abs() * norms["sampled_norm"], batch["advantages"].abs() * norms["sampled_norm"],
+        ], dim=1).cpu())
+
+    def _log_prop1(self) -> None:
+        """Proposition 1's diagnostic over the epoch's training steps. Under DDP each rank measures
+        its own rows and the logger records rank 0's: a diagnostic, so no collective (an undefined
+        correlation is skipped on one rank and not another, which a synced log would deadlock on)."""
+        if not self._prop1:
+            return
+        entropy, sampled_sq, expected_sq, grad_base, grad_mod = torch.cat(self._prop1).unbind(dim=1)
+        self._prop1 = []
+        scalars = {
+            "prop1/score_norm_sq": sampled_sq.mean(), "prop1/expected_score_norm_sq": expected_sq.mean(),
+            "prop1/corr_score_norm_sq_expected": pearson_corr(sampled_sq, expected_sq),
+            "prop1/corr_grad_entropy_base": pearson_corr(grad_base, entropy),
+            "prop1/corr_grad_entropy_empg": pearson_corr(grad_mod, entropy),
+        }
+        for key, value in scalars.items():
+            if torch.isfinite(value):  # undefined correlations (constant inputs) are not logged
+                self.log(key, value, on_step=False, on_epoch=True, rank_zero_only=True)
+        self._log_histograms({"prop1/grad_norm_base_hist": grad_base, "prop1/grad_norm_empg_hist": grad_mod,
+                              "prop1/score_norm_sq_hist": sampled_sq})
+
     def on_before_optimizer_step(self, optimizer) -> None:
-        norms = grad_norm(self.model, norm_type=2)
+        norms = grad_norm(self, norm_type=2)
         if "grad_2.0_norm_total" in norms:
             self.log("train/grad_norm", norms["grad_2.0_norm_total"], on_step=False, on_epoch=True)
 
     def on_train_epoch_end(self) -> None:
+        self._log_prop1()
         self.log("time/train_s", time.perf_counter() - self._epoch_start, on_step=False, on_epoch=True)
 
     # ------------------------------------------------------------------ validation
@@ -230,8 +365,15 @@ class AgentLitModule(LightningModule):
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> Dict[str, Any]:
-        params = [p for p in self.trainer.model.parameters() if p.requires_grad]
-        optimizer = self.optimizer_factory(params=params)
+        value_lr = (self.algo.get("value") or {}).get("lr")
+        head = set(id(p) for p in self.value_head.parameters()) if self.value_head is not None else set()
+        params = [p for p in self.trainer.model.parameters() if p.requires_grad and id(p) not in head]
+        groups: List[Dict[str, Any]] = [{"params": params}]
+        if head:
+            # a fresh value head may need a larger step than a pretrained policy (algo.value.lr)
+            groups.append({"params": list(self.value_head.parameters()),
+                           **({"lr": float(value_lr)} if value_lr is not None else {})})
+        optimizer = self.optimizer_factory(params=groups)
         if self.scheduler_factory is not None:
             scheduler = self.scheduler_factory(optimizer=optimizer)
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -38,10 +38,15 @@ class StepRecord:
     anchor_obs: str  # the raw observation the step answered (GiGPO's anchor)
     response_text: str
 
-    def training_row(self, advantage: float) -> Dict[str, Any]:
-        """The row ``collate_steps`` batches: this step's tokens, old log-probs and advantage."""
+    def training_row(self, advantage: float, base_advantage: Optional[float] = None, old_value: float = 0.0,
+                     value_target: float = 0.0) -> Dict[str, Any]:
+        """The row ``collate_steps`` batches: this step's tokens, old log-probs, its advantage, the
+        base estimator's advantage before EMPG (defaults to ``advantage``), its step entropy and,
+        for PPO + GAE, the value at rollout time and the value target."""
         return {"prompt_ids": self.prompt_ids, "response_ids": self.response_ids,
-                "old_log_probs": self.old_log_probs, "advantage": float(advantage)}
+                "old_log_probs": self.old_log_probs, "advantage": float(advantage),
+                "base_advantage": float(advantage if base_advantage is None else base_advantage),
+                "step_entropy": self.step_entropy, "old_value": float(old_value), "value_target": float(value_target)}
 
     @property
     def step_entropy(self) -> float:
