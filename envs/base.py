@@ -8,7 +8,7 @@ exception. Batched play is the sampler's job (``src/rollout``), not the environm
 from __future__ import annotations
 
 import abc
-from typing import Any, Dict, Iterable, Optional, Tuple
+from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
 
 StepResult = Tuple[str, float, bool, bool, Dict[str, Any]]
 
@@ -51,3 +51,10 @@ class TextEnv(abc.ABC):
         """Texts of this task (documents, questions, prompts, expert responses) for training the
         tiny local tokenizer. Default: nothing task-specific."""
         return ()
+
+    @classmethod
+    def report(cls, metrics: Mapping[str, float]) -> str:
+        """The task's results table as its papers print it, from episode-mean metrics keyed as the
+        rollout summary names them (``success``, ``episode_return``, ``task/<metric>``...).
+        ``src/eval.py`` prints it. Default: no task-specific table."""
+        return ""

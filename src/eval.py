@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 
 rootutils.setup_root(__file__, indicator=".project-root", pythonpath=True)
 
+from envs import env_class  # noqa: E402
 from src.utils import RankedLogger, extras, instantiate_loggers, log_hyperparameters, task_wrapper  # noqa: E402
 
 log = RankedLogger(__name__, rank_zero_only=True)
@@ -29,7 +30,11 @@ def evaluate(cfg: DictConfig) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     if ckpt_path is None:
         log.warning("No ckpt_path given: evaluating the initial (warm-started) policy.")
     results = trainer.validate(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
-    return dict(results[0]), object_dict
+    metrics = dict(results[0])
+    table = env_class(cfg.task.env_name).report({k.removeprefix("val/"): v for k, v in metrics.items()})
+    if table:
+        log.info(f"Results on split '{cfg.task.get('val_split', 'val')}':\n{table}")
+    return metrics, object_dict
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="eval.yaml")
