@@ -34,7 +34,8 @@ def token_score_stats(logits: Tensor, targets: Tensor, temperature: float = 1.0,
                          f"and {tuple(targets.shape)}")
     sampled, expected = [], []
     for start in range(0, logits.shape[0], chunk_rows):
-        p = torch.softmax(logits[start:start + chunk_rows].float() / temperature, dim=-1)
+        chunk = logits[start:start + chunk_rows]
+        p = torch.softmax(chunk.to(torch.promote_types(chunk.dtype, torch.float32)) / temperature, dim=-1)
         sum_sq = (p * p).sum(-1)
         p_a = p.gather(-1, targets[start:start + chunk_rows].unsqueeze(-1)).squeeze(-1)
         sampled.append(1.0 - 2.0 * p_a + sum_sq)

@@ -229,3 +229,27 @@ def test_entropy_hand_values_and_stability():
     assert torch.isfinite(zm.grad).all()
     with pytest.raises(ValueError, match=r"\(\)"):
         entropy_from_logits(torch.tensor(0.0))
+
+
+def test_value_loss_hand_worked_clipping():
+    from src.algos.losses import value_loss
+
+    values = torch.tensor([1.0, 0.5, -1.0], requires_grad=True)
+    old = torch.tensor([0.5, 0.5, 0.0])
+    targets = torch.tensor([2.0, 0.0, 1.0])
+    loss, stats = value_loss(values, old, targets, clip=0.2)
+    # row 0: V=1 moved 0.5 from old, V_clip = 0.7; (1-2)^2 = 1, (0.7-2)^2 = 1.69 -> 1.69 (clipped term)
+    # row 1: V=old, V_clip = 0.5; both (0.5)^2 = 0.25 -> 0.25
+    # row 2: V=-1, V_clip = -0.2; (-1-1)^2 = 4, (-0.2-1)^2 = 1.44 -> 4
+    assert loss.item() == pytest.approx(0.5 * (1.69 + 0.25 + 4.0) / 3)
+    assert stats["value_clipfrac"].item() == pytest.approx(1 / 3)
+    assert stats["value_error"].item() == pytest.approx((1.0 + 0.5 + 2.0) / 3)
+    loss.backward()
+    # the clipped term of row 0 has no gradient w.r.t. V; rows 1 and 2: d/dV 0.5 (V-R)^2 / 3
+    torch.testing.assert_close(values.grad, torch.tensor([0.0, 0.5 / 3, -2.0 / 3]))
+    plain, _ = value_loss(values, old, targets, clip=None)
+    assert plain.item() == pytest.approx(0.5 * (1.0 + 0.25 + 4.0) / 3)
+    with pytest.raises(ValueError):
+        value_loss(values, old[:2], targets)
+    with pytest.raises(ValueError):
+        value_loss(values, old, targets, clip=0.0)
