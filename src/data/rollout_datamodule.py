@@ -25,15 +25,20 @@ from src.data.batch import collate_steps
 log = RankedLogger(__name__, rank_zero_only=True)
 
 
-def _renumbered(groups: Sequence[Tuple[List[StepRecord], List[EpisodeRecord]]]) -> RolloutResult:
-    """The kept groups as one rollout whose trajectory ids run 0..n-1 (their rows in the (B, T)
-    step tensors); group ids stay as they were (globally unique)."""
+def kept_rollout(parts: Sequence[Tuple[RolloutResult, Sequence[int]]]) -> RolloutResult:
+    """The kept groups of one or more rollouts as one rollout: steps stay in the order they were
+    played, trajectories are renumbered 0..n-1 (their rows in the (B, T) step tensors) in order of
+    (rollout, trajectory); group ids stay as they were (globally unique)."""
     steps: List[StepRecord] = []
     episodes: List[EpisodeRecord] = []
-    for group_steps, group_episodes in groups:
-        new_id = {e.traj_id: len(episodes) + j for j, e in enumerate(group_episodes)}
-        episodes.extend(replace(e, traj_id=new_id[e.traj_id]) for e in group_episodes)
-        steps.extend(replace(s, traj_id=new_id[s.traj_id]) for s in group_steps)
+    for result, group_ids in parts:
+        keep = set(group_ids)
+        new_id = {}
+        for e in result.episodes:
+            if e.group_id in keep:
+                new_id[e.traj_id] = len(episodes)
+                episodes.append(replace(e, traj_id=new_id[e.traj_id]))
+        steps.extend(replace(s, traj_id=new_id[s.traj_id]) for s in result.steps if s.group_id in keep)
     return RolloutResult(steps=steps, episodes=episodes)
 
 
@@ -184,24 +189,25 @@ class RolloutDataModule(LightningDataModule):
         groups) and the ``rollout/*`` metrics of every episode played, with the filter's counts.
         """
         played: List[RolloutResult] = []
-        kept: List[Tuple[List[StepRecord], List[EpisodeRecord]]] = []
-        dropped = 0
+        kept: List[Tuple[RolloutResult, List[int]]] = []
+        num_kept = dropped = 0
         for attempt in range(max(1, max_gen_batches) if filter_groups else 1):
             resets, group_ids = self.train_resets(epoch, attempt)
             result = self.sampler.play(policy, self.train_envs, resets, group_ids, greedy=False)
             played.append(result)
-            returns = torch.tensor([e.episode_return for e in result.episodes], dtype=torch.float64)
-            traj_groups = torch.tensor([e.group_id for e in result.episodes], dtype=torch.long)
-            informative = set(traj_groups[informative_groups(returns, traj_groups)].tolist())
-            for gid in dict.fromkeys(group_ids):
-                episodes = [e for e in result.episodes if e.group_id == gid]
-                if filter_groups and gid not in informative:
-                    dropped += 1
-                elif len(kept) < self.local_groups:
-                    kept.append(([s for s in result.steps if s.group_id == gid], episodes))
-            if len(kept) >= self.local_groups:
+            candidates = list(dict.fromkeys(group_ids))
+            if filter_groups:
+                returns = torch.tensor([e.episode_return for e in result.episodes], dtype=torch.float64)
+                traj_groups = torch.tensor([e.group_id for e in result.episodes], dtype=torch.long)
+                informative = set(traj_groups[informative_groups(returns, traj_groups)].tolist())
+                dropped += sum(g not in informative for g in candidates)
+                candidates = [g for g in candidates if g in informative]
+            take = candidates[:self.local_groups - num_kept]
+            kept.append((result, take))
+            num_kept += len(take)
+            if num_kept >= self.local_groups:
                 break
-        rollout = _renumbered(kept)
+        rollout = kept_rollout(kept)
         rollout.seconds = sum(r.seconds for r in played)
         rollout.generated_tokens = sum(r.generated_tokens for r in played)
         everything = RolloutResult(steps=[s for r in played for s in r.steps],
@@ -210,7 +216,7 @@ class RolloutDataModule(LightningDataModule):
         played_groups = len(played) * self.local_groups
         metrics.update({"rollout/gen_batches": float(len(played)), "rollout/dropped_groups": float(dropped),
                         "rollout/informative_group_frac": (played_groups - dropped) / played_groups,
-                        "rollout/kept_groups": float(len(kept))})
+                        "rollout/kept_groups": float(num_kept)})
         return rollout, metrics
 
     def train_dataloader(self) -> DataLoader:

@@ -5,7 +5,7 @@ from typing import Any, Dict, List, Tuple
 import torch
 from lightning import Callback
 
-from src.data.rollout_datamodule import RolloutDataModule, _renumbered
+from src.data.rollout_datamodule import RolloutDataModule, kept_rollout
 from src.rollout.sampler import RolloutResult
 from src.rollout.synthetic import synthetic_rollout
 
@@ -21,12 +21,8 @@ class ReplayDataModule(RolloutDataModule):
 
     def collect_rollout(self, policy, epoch, filter_groups=False, max_gen_batches=1
                         ) -> Tuple[RolloutResult, Dict[str, float]]:
-        full = synthetic_rollout(**self.rollout_kwargs)
         first = self._rank * self.local_groups
-        mine = range(first, first + self.local_groups)
-        groups = [([s for s in full.steps if s.group_id == g], [e for e in full.episodes if e.group_id == g])
-                  for g in mine]
-        return _renumbered(groups), {}
+        return kept_rollout([(synthetic_rollout(**self.rollout_kwargs), range(first, first + self.local_groups))]), {}
 
     def train_dataloader(self):
         loader = super().train_dataloader()
