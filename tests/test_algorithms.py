@@ -2,16 +2,18 @@
 (overlong penalty, KL in the reward), the value head's rollout values, GiGPO's anchors, and config
 errors that name the key."""
 import copy
+from collections import Counter
 from types import SimpleNamespace
 
 import hydra
 import pytest
 import torch
+from lightning import Trainer
 
 from src.algos.advantages import anchor_ids, grpo_advantages
 from src.algos.empg import empg_advantages
 from src.data.batch import score_rows
-from src.data.rollout_datamodule import RolloutDataModule
+from src.data.rollout_datamodule import LengthGroupedBatches, RolloutDataModule
 from src.rollout.sampler import EpisodeRecord, RolloutResult, StepRecord
 from src.rollout.synthetic import synthetic_rollout
 
@@ -149,3 +151,26 @@ def test_bad_algo_settings_name_the_key(make_cfg, override, message):
     with pytest.raises(Exception) as err:
         _module(make_cfg, override)
     assert message in str(err.value) or message in str(err.value.__cause__)
+
+
+def test_length_grouped_batches_visit_every_row_once_per_pass():
+    lengths = [5, 1, 9, 3, 7, 2, 8, 4, 6, 10, 11]
+    sampler = LengthGroupedBatches(lengths, batch_size=2, passes=3, seed=0, group=2)
+    batches = list(sampler)
+    assert len(batches) == len(sampler)
+    assert all(1 <= len(b) <= 2 for b in batches)
+    counts = Counter(i for b in batches for i in b)
+    assert counts == {i: 3 for i in range(len(lengths))}
+
+
+def test_ppo_epochs_multiply_the_optimisation_steps(make_cfg):
+    cfg = make_cfg("algo=empg", "algo.filter_groups=false", "algo.ppo_epochs=3", "task.mini_batch_size=2")
+    datamodule, module = hydra.utils.instantiate(cfg.task), hydra.utils.instantiate(cfg.model)
+    trainer = Trainer(max_epochs=1, limit_val_batches=0, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, reload_dataloaders_every_n_epochs=1, num_sanity_val_steps=0)
+    trainer.fit(module, datamodule)
+    rows = len(trainer.train_dataloader.dataset)
+    # 3 passes over the rollout's rows in mini-batches of 2: at least 3 * ceil(rows / 2) steps (more
+    # when a mega-batch's remainder leaves a short mini-batch); the batch count depends only on rows
+    expected = len(LengthGroupedBatches([1] * rows, batch_size=2, passes=3))
+    assert trainer.global_step == expected and expected >= 3 * -(-rows // 2)
