@@ -21,10 +21,14 @@ def test_every_algorithm_has_an_empg_variant():
         assert f"{base}_empg" in ALGOS
 
 
+#: shorter episodes for the smoke matrix only (the loop is the same at any length)
+SMOKE_TASK_OVERRIDES = {"alfworld": ["task.env.max_steps=10"]}
+
+
 @pytest.mark.parametrize("algo", ALGOS)
 @pytest.mark.parametrize("task", TASKS)
 def test_smoke_epoch_runs_whole_loop(make_cfg, tmp_path, task, algo):
-    cfg = make_cfg(f"task={task}", f"algo={algo}")
+    cfg = make_cfg(f"task={task}", f"algo={algo}", *SMOKE_TASK_OVERRIDES.get(task, []))
     metrics, objects = train(cfg)
     for key in ("val/success", "val/success_initial", "rollout/success", "time/rollout_s", "adv/std"):
         assert key in metrics, sorted(metrics)

@@ -1,0 +1,215 @@
+"""``alfworld``: household tasks in a procedurally generated ALFWorld-style text game.
+
+Protocol (after verl-agent's ALFWorld setup): the prompt shows the task, the recent history and the
+admissible commands (``info["admissible_actions"]``, returned by ``reset`` and every ``step``); the
+model answers ``<think>…</think><action>command</action>``. A response without exactly one
+``<action>…</action>``, or whose command is not admissible, is an invalid step: the game answers
+``Nothing happens.``, nothing changes, ``-invalid_action_penalty`` is the reward and the turn still
+counts. Winning gives ``reward_scale`` (10, as verl-agent's ``10 * won``) and ends the episode;
+after ``max_steps`` turns (50) it is truncated.
+"""
+from __future__ import annotations
+
+import random
+import re
+from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
+
+from envs.alfworld.engine import HELP_TEXT, NOTHING_HAPPENS, Household
+from envs.alfworld.expert import expert_step, expert_text
+from envs.alfworld.world import DEFAULT_SPLIT_SIZES, SPLITS, GameSpec, cached_game, vocabulary
+from envs.base import StepResult, TextEnv
+from envs.registry import register_env
+
+INSTRUCTION = (
+    "You are an agent in a household. Your task is to: {goal}. Each turn, think briefly inside "
+    "<think> </think>, then write exactly one of the admissible actions inside <action> </action>."
+)
+#: Column titles of the results table, in the paper's order.
+REPORT_COLUMNS = (("pick", "Pick"), ("look", "Look"), ("clean", "Clean"), ("heat", "Heat"), ("cool", "Cool"),
+                  ("pick2", "Pick2"))
+
+_TAG = re.compile(r"<\s*(/?)\s*(action|think)\s*>", re.IGNORECASE)
+
+
+def parse_action(response: str, require_think: bool = False) -> Tuple[str, bool]:
+    """``(command, well_formed)``: the response must hold exactly one ``<action>`` and one
+    ``</action>``, in that order, around a non-empty command (and, with ``require_think``, a
+    ``<think>…</think>`` closed before the action opens). The command comes back lower-cased with
+    its whitespace collapsed and a trailing period dropped."""
+    tags = [(m.group(1) == "/", m.group(2).lower(), m.start(), m.end()) for m in _TAG.finditer(response)]
+    action = [t for t in tags if t[1] == "action"]
+    if len(action) != 2 or action[0][0] or not action[1][0]:
+        return "", False
+    command = " ".join(response[action[0][3]:action[1][2]].lower().split()).rstrip(".").strip()
+    if not command:
+        return "", False
+    if require_think:
+        opens = [t for t in tags if t[1] == "think" and not t[0] and t[3] <= action[0][2]]
+        closes = [t for t in tags if t[1] == "think" and t[0] and t[3] <= action[0][2]]
+        if not opens or not closes or closes[-1][2] < opens[0][3]:
+            return "", False
+    return command, True
+
+
+@register_env("alfworld")
+class AlfWorldEnv(TextEnv):
+    """Simulated ALFWorld games of :func:`envs.alfworld.world.generate_game` ``(split, index, world_seed)``."""
+
+    max_steps: int = 50
+
+    def __init__(self, split: str = "train", seed: int = 0, *, world_seed: int = 0, max_steps: int = 50,
+                 reward_scale: float = 10.0, invalid_action_penalty: float = 0.1, require_think: bool = False,
+                 accept_put_alias: bool = True, num_games: Optional[int] = None) -> None:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+        if max_steps < 1:
+            raise ValueError("max_steps must be >= 1")
+        self.split = split
+        self.world_seed = int(world_seed)
+        self.max_steps = int(max_steps)
+        self.reward_scale = float(reward_scale)
+        self.invalid_action_penalty = float(invalid_action_penalty)
+        self.require_think = bool(require_think)
+        self.accept_put_alias = bool(accept_put_alias)
+        self.num_games = int(num_games) if num_games is not None else DEFAULT_SPLIT_SIZES[split]
+        if self.num_games < 1:
+            raise ValueError("num_games must be >= 1")
+        self._rng = random.Random(seed)
+        self.game: Optional[GameSpec] = None
+        self.house: Optional[Household] = None
+        self._done = True
+        self.turn = 0
+        self._invalid = 0
+
+    # ------------------------------------------------------------------ episode
+    def num_tasks(self) -> int:
+        return self.num_games
+
+    def reset(self, seed: Optional[int] = None, options: Optional[dict] = None) -> Tuple[str, Dict[str, Any]]:
+        if options and options.get("game") is not None:
+            self.game = options["game"]  # a hand-made GameSpec (tests, exported games)
+        else:
+            if options and "index" in options:
+                idx = int(options["index"]) % self.num_games
+            elif seed is not None:
+                idx = random.Random(seed).randrange(self.num_games)
+            else:
+                idx = self._rng.randrange(self.num_games)
+            self.game = cached_game(self.split, idx, self.world_seed)
+        self.house = Household(self.game, accept_put_alias=self.accept_put_alias)
+        self._done = False
+        self.turn = 0
+        self._invalid = 0
+        obs = self.house.initial_observation()
+        info = {
+            "instruction": INSTRUCTION.format(goal=self.game.goal),
+            "task_id": self.game.task_id,
+            "task_type": self.game.task_type,
+            "goal": self.game.goal,
+            "admissible_actions": self.house.admissible_commands(),
+            "anchor_obs": obs,
+        }
+        return obs, info
+
+    def step(self, response: str) -> StepResult:
+        if self.house is None:
+            raise RuntimeError("AlfWorldEnv.step called before reset()")
+        if self._done:
+            raise RuntimeError("AlfWorldEnv.step called after the episode ended; call reset() first")
+        if not isinstance(response, str):
+            response = "" if response is None else str(response)
+        self.turn += 1
+        command, well_formed = parse_action(response, self.require_think)
+        action = self.house.canonical(command) if well_formed else ""
+        if well_formed:
+            obs, valid = self.house.execute(action)
+        else:
+            obs, valid = NOTHING_HAPPENS, False
+        won = valid and self.house.won()
+        if valid:
+            reward = self.reward_scale if won else 0.0
+        else:
+            self._invalid += 1
+            reward = -self.invalid_action_penalty
+        terminated = won
+        truncated = not terminated and self.turn >= self.max_steps
+        info: Dict[str, Any] = {
+            "action": action,
+            "action_valid": valid,
+            "admissible_actions": self.house.admissible_commands(),
+            "anchor_obs": obs,
+            "turn": self.turn,
+        }
+        if terminated or truncated:
+            self._done = True
+            task = self.game.task_type
+            info.update(won=won, success=won, metrics={
+                "success": float(won),
+                f"success_{task}": float(won),
+                "num_steps": float(self.turn),
+                "invalid_actions": float(self._invalid),
+                "valid_action_ratio": 1.0 - self._invalid / self.turn,
+            })
+        return obs, float(reward), terminated, truncated, info
+
+    # ------------------------------------------------------------------ oracle
+    def expert_response(self) -> str:
+        if self.house is None:
+            raise RuntimeError("AlfWorldEnv.expert_response called before reset()")
+        return expert_text(self.house)
+
+    def expert_command(self) -> str:
+        if self.house is None:
+            raise RuntimeError("AlfWorldEnv.expert_command called before reset()")
+        return expert_step(self.house)[0]
+
+    # ------------------------------------------------------------------ texts and tables
+    @classmethod
+    def tokenizer_corpus(cls, **cfg: Any) -> Iterable[str]:
+        """Instructions, observations, admissible lists and expert responses of a few hundred games."""
+        world_seed = int(cfg.get("world_seed", 0))
+        yield " ".join(vocabulary())
+        yield HELP_TEXT
+        yield NOTHING_HAPPENS
+        for split, n in (("train", 240), ("valid_seen", 60)):
+            env = cls(split=split, world_seed=world_seed)
+            for i in range(n):
+                obs, info = env.reset(options={"index": i})
+                yield info["instruction"]
+                yield obs
+                yield ", ".join(f"'{a}'" for a in info["admissible_actions"])
+                for _ in range(env.max_steps):
+                    response = env.expert_response()
+                    yield response
+                    obs, _, terminated, truncated, info = env.step(response)
+                    yield obs
+                    if terminated or truncated:
+                        break
+                    if i % 4 == 0:
+                        yield ", ".join(f"'{a}'" for a in info["admissible_actions"])
+
+    @classmethod
+    def report(cls, metrics: Mapping[str, float]) -> str:
+        """ALFWorld's table: success (%) per task type and overall, from the rollout summary keys."""
+        def get(key: str) -> Optional[float]:
+            for k in (f"task/{key}", key):
+                if k in metrics:
+                    return float(metrics[k])
+            return None
+
+        cells = [get(f"success_{t}") for t, _ in REPORT_COLUMNS]
+        overall = get("success")
+        if overall is None:
+            overall = get("task/success")
+        if all(c is None for c in cells) and overall is None:
+            return ""
+        values = cells + [overall]
+        header = [title for _, title in REPORT_COLUMNS] + ["All"]
+        row = ["-" if v is None else f"{100.0 * v:.1f}" for v in values]
+        widths = [max(len(h), len(r)) for h, r in zip(header, row)]
+        lines = [
+            "| " + " | ".join(h.rjust(w) for h, w in zip(header, widths)) + " |",
+            "|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|",
+            "| " + " | ".join(r.rjust(w) for r, w in zip(row, widths)) + " |",
+        ]
+        return "\n".join(lines)

@@ -1,0 +1,283 @@
+"""``webshop``: find and buy the product a shopping instruction describes, on a text web shop.
+
+Pages, actions and the text observation follow WebShop's text environment in "simple" mode (see
+:mod:`envs.webshop.shop`); the purchase score is WebShop's ``get_reward`` (:mod:`envs.webshop.reward`).
+The catalogue is generated from a seed (:mod:`envs.webshop.catalogue`) unless ``data_dir`` points at
+the real WebShop files; goals, their fixed order and the disjoint split ranges are described in
+:mod:`envs.webshop.goals` (test = goals[0:500], val = goals[500:1500], train = goals[1500:]).
+
+Response format (verl-agent's WebShop projection): ``<think>…</think><action>…</action>``. The text
+is lower-cased, the action is what lies between the first ``<action>`` and the next ``</action>``;
+the step is invalid when there is no such action, when ``require_think`` is set and ``<think>`` or
+``</think>`` is missing, when the text holds a CJK character, or when the action is not available
+on the current page (``search[...]`` away from the search page, a click on something not clickable,
+an empty query). An invalid step leaves the page as it was and returns ``-invalid_action_penalty``.
+
+Reward: ``reward_scale`` (10.0, as verl-agent) on the ``Buy Now`` step iff the purchase score is
+exactly 1.0, else 0; the raw score in [0, 1] is ``info["metrics"]["score"]`` when the episode ends.
+Episodes end at ``Buy Now`` (terminated) or after ``max_steps`` (15) steps (truncated, score 0).
+"""
+from __future__ import annotations
+
+import random
+import re
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+
+from envs.base import StepResult, TextEnv
+from envs.registry import register_env
+from envs.webshop.catalogue import DEFAULT_NUM_PRODUCTS
+from envs.webshop.reward import fuzzy, get_reward, normalize_color
+from envs.webshop.shop import (BACK_TO_SEARCH, BUY_NOW, NEXT_PAGE, PREV_PAGE, PRODUCT_WINDOW, SEARCH_PLACEHOLDER,
+                               Browser, get_shop)
+
+INSTRUCTION = (
+    "You are shopping online. Find and buy the product that best matches the instruction below. Each turn, "
+    "think inside <think> </think>, then give exactly one action inside <action> </action>: search[keywords] "
+    "on the search page, or click[...] with one of the admissible clicks (a button, a product id or an "
+    "option value). Select the requested options before you click buy now."
+)
+_CJK = re.compile(r"[\u4e00-\u9fff]")
+_ACTION = re.compile(r"(search|click)\s*\[(.*)\]", re.DOTALL)
+_PRICE_CLAUSE = re.compile(r",? and price lower than [\d.]+ dollars\s*$")
+_SHOP_KEYS = ("catalogue_seed", "num_products", "data_dir", "product_file", "attribute_file", "human_goal_file",
+              "human_goals")
+
+
+def extract_action(response: str, require_think: bool = True) -> Tuple[str, bool]:
+    """``(action, well_formed)`` of a whole response (lower-cased action text, ``""`` when absent)."""
+    text = str(response).lower()
+    start = text.find("<action>")
+    end = text.find("</action>", start + len("<action>")) if start >= 0 else -1
+    if start < 0 or end < 0:
+        return "", False
+    action = text[start + len("<action>"):end].strip()
+    ok = bool(action) and not _CJK.search(text)
+    if require_think and ("<think>" not in text or "</think>" not in text):
+        ok = False
+    return action, ok
+
+
+def parse_action(action: str) -> Tuple[str, str]:
+    """``("search" | "click" | "", argument)`` of an action string."""
+    m = _ACTION.fullmatch(action.strip())
+    if not m:
+        return "", ""
+    return m.group(1), m.group(2).strip()
+
+
+@register_env("webshop")
+class WebShopEnv(TextEnv):
+    """One shopping episode at a time over a cached :class:`envs.webshop.shop.Shop`."""
+
+    def __init__(self, split: str = "train", seed: int = 0, *, catalogue_seed: int = 0,
+                 num_products: int = DEFAULT_NUM_PRODUCTS, data_dir: Optional[str] = None,
+                 product_file: str = "items_shuffle_1000.json", attribute_file: str = "items_ins_v2_1000.json",
+                 human_goal_file: str = "items_human_ins.json", human_goals: bool = False, max_steps: int = 15,
+                 reward_scale: float = 10.0, invalid_action_penalty: float = 0.1, require_think: bool = True) -> None:
+        if max_steps < 1:
+            raise ValueError("max_steps must be >= 1")
+        self.shop = get_shop(catalogue_seed=catalogue_seed, num_products=num_products, data_dir=data_dir,
+                             product_file=product_file, attribute_file=attribute_file,
+                             human_goal_file=human_goal_file, human_goals=human_goals)
+        self.split = split
+        self.goals = self.shop.split_goals(split)
+        if not self.goals:
+            raise ValueError(f"split {split!r} has no goals")
+        self.max_steps = int(max_steps)
+        self.reward_scale = float(reward_scale)
+        self.invalid_action_penalty = float(invalid_action_penalty)
+        self.require_think = bool(require_think)
+        self._rng = random.Random(seed)
+        self.browser: Optional[Browser] = None
+        self._done = True
+        self.turn = 0
+
+    # ------------------------------------------------------------------ episode
+    def num_tasks(self) -> int:
+        return len(self.goals)
+
+    def reset(self, seed: Optional[int] = None, options: Optional[dict] = None) -> Tuple[str, Dict[str, Any]]:
+        if options and "index" in options:
+            idx = int(options["index"]) % len(self.goals)
+        elif seed is not None:
+            idx = random.Random(seed).randrange(len(self.goals))
+        else:
+            idx = self._rng.randrange(len(self.goals))
+        goal = self.goals[idx]
+        self.browser = Browser(self.shop, goal)
+        self._done = False
+        self.turn = 0
+        self._invalid = 0
+        self._searches = 0
+        self._expert_cache: Dict[str, Tuple[float, Dict[str, str]]] = {}
+        obs = self.browser.observation()
+        info = {
+            "instruction": f"{INSTRUCTION}\nInstruction: {goal['instruction_text']}",
+            "task_id": f"{self.split}/{goal['index']}",
+            "goal": goal["instruction_text"],
+            "admissible_actions": self.browser.admissible_actions(),
+            "anchor_obs": obs,
+        }
+        return obs, info
+
+    def step(self, response: str) -> StepResult:
+        if self.browser is None:
+            raise RuntimeError("WebShopEnv.step called before reset()")
+        if self._done:
+            raise RuntimeError("WebShopEnv.step called after the episode ended; call reset() first")
+        if not isinstance(response, str):
+            response = "" if response is None else str(response)
+        self.turn += 1
+        action, ok = extract_action(response, self.require_think)
+        valid = False
+        if ok:
+            kind, arg = parse_action(action)
+            if kind == "search":
+                valid = self.browser.search(arg)
+                self._searches += int(valid)
+            elif kind == "click":
+                valid = self.browser.click(arg)
+        terminated = self.browser.page == "done"
+        truncated = not terminated and self.turn >= self.max_steps
+        reward = 0.0 if valid else -self.invalid_action_penalty
+        score = float(self.browser.score or 0.0)
+        won = terminated and score == 1.0
+        if won:
+            reward += self.reward_scale
+        obs = self.browser.observation()
+        info: Dict[str, Any] = {
+            "action": action if valid else "", "action_valid": valid, "turn": self.turn, "anchor_obs": obs,
+            "page": self.browser.page,
+            "admissible_actions": [] if terminated or truncated else self.browser.admissible_actions(),
+        }
+        if terminated or truncated:
+            self._done = True
+            info.update(won=won, success=won, metrics={
+                "score": score,
+                "success": float(won),
+                "purchased": float(terminated),
+                "invalid_actions": float(self._invalid + (not valid)),
+                "num_searches": float(self._searches),
+            })
+        self._invalid += int(not valid)
+        return obs, float(reward), terminated, truncated, info
+
+    # ------------------------------------------------------------------ expert
+    def _plan(self, product: dict) -> Tuple[float, Dict[str, str]]:
+        """The best score buying ``product`` can reach, and the option values that reach it."""
+        asin = product["asin"]
+        if asin not in self._expert_cache:
+            goal = self.browser.goal
+            chosen = choose_options(product, goal)
+            score = get_reward(product, goal, self.shop.prices.get(asin, 100.0), chosen)
+            self._expert_cache[asin] = (score, chosen)
+        return self._expert_cache[asin]
+
+    def _best_result(self) -> Tuple[int, float]:
+        """(rank in the search results, reachable score) of the product the expert wants."""
+        goal_asin = self.browser.goal["asin"]
+        # highest reachable score, then the earliest results page, then the goal's own product
+        best = max(range(len(self.browser.results)), key=lambda i: (
+            self._plan(self.shop.by_asin[self.browser.results[i]])[0], -(i // PRODUCT_WINDOW),
+            self.browser.results[i] == goal_asin, -i))
+        return best, self._plan(self.shop.by_asin[self.browser.results[best]])[0]
+
+    def expert_response(self) -> str:
+        if self.browser is None:
+            raise RuntimeError("WebShopEnv.expert_response called before reset()")
+        b = self.browser
+        if b.page == "search":
+            query = expert_query(b.goal) if self._searches == 0 else f"{b.goal['query']} {' '.join(b.goal['attributes'])}"
+            return _say("search for the requested product", f"search[{query}]")
+        if b.page == "results":
+            if not b.results or not b.page_products():
+                return _say("nothing useful here, search again", f"click[{BACK_TO_SEARCH}]")
+            rank, _ = self._best_result()
+            page = rank // PRODUCT_WINDOW + 1
+            if page > b.page_num:
+                return _say("a better match is on a later page", f"click[{NEXT_PAGE}]")
+            if page < b.page_num:
+                return _say("a better match was on an earlier page", f"click[{PREV_PAGE}]")
+            return _say("this product matches best", f"click[{b.results[rank].lower()}]")
+        if b.page == "item":
+            score, chosen = self._plan(b.product)
+            if b.results and self._best_result()[1] > score:
+                return _say("not the best match, go back", f"click[{PREV_PAGE}]")
+            for name, value in chosen.items():
+                if b.options.get(name) != value:
+                    return _say(f"select the {name}", f"click[{value}]")
+            return _say("everything matches, buy it", f"click[{BUY_NOW}]")
+        if b.page == "sub":
+            return _say("back to the product", f"click[{PREV_PAGE}]")
+        return _say("the purchase is done", f"click[{BUY_NOW}]")
+
+    # ------------------------------------------------------------------ corpus and report
+    @classmethod
+    def tokenizer_corpus(cls, **cfg: Any) -> Iterable[str]:
+        shop_cfg = {k: v for k, v in cfg.items() if k in _SHOP_KEYS}
+        yield INSTRUCTION
+        yield SEARCH_PLACEHOLDER
+        per_split = int(cfg.get("corpus_goals", 80))
+        for split in ("train", "val", "test"):
+            env = cls(split=split, **shop_cfg)
+            stride = max(1, env.num_tasks() // per_split)
+            for i in range(0, env.num_tasks(), stride)[:per_split]:
+                obs, info = env.reset(options={"index": i})
+                yield info["instruction"]
+                yield obs
+                for _ in range(env.max_steps):
+                    response = env.expert_response()
+                    yield response
+                    obs, _, terminated, truncated, step_info = env.step(response)
+                    yield obs
+                    yield ", ".join(step_info["admissible_actions"])
+                    if terminated or truncated:
+                        break
+
+    @classmethod
+    def report(cls, metrics: Mapping[str, float]) -> str:
+        """WebShop's line as the EMPG paper prints it: Score = mean purchase score x 100, Success %."""
+        if "task/score" not in metrics and "success" not in metrics:
+            return ""
+        score = 100.0 * float(metrics.get("task/score", 0.0))
+        success = 100.0 * float(metrics.get("success", 0.0))
+        return "| Task | Score | Succ. |\n|---|---|---|\n" + f"| WebShop | {score:.1f} | {success:.1f} |"
+
+
+def _say(thought: str, action: str) -> str:
+    return f"<think>{thought}</think><action>{action}</action>"
+
+
+def expert_query(goal: Mapping[str, Any]) -> str:
+    """The goal's words minus the option and price clauses (what the expert types in the search bar)."""
+    text = _PRICE_CLAUSE.sub("", str(goal["instruction_text"]))
+    opts = goal.get("goal_options")
+    if isinstance(opts, Mapping) and opts:
+        cut = text.rfind(f" with {next(iter(opts))}: ")
+        if cut > 0:
+            text = text[:cut]
+    return " ".join(text.lower().replace("[", " ").replace("]", " ").split())
+
+
+def choose_options(product: Mapping[str, Any], goal: Mapping[str, Any]) -> Dict[str, str]:
+    """Option values of ``product`` closest to the goal's (exact name/value first, then fuzzy)."""
+    options: Dict[str, List[str]] = product.get("options") or {}
+    wanted = goal.get("goal_options") or []
+    pairs = list(wanted.items()) if isinstance(wanted, Mapping) else [(None, v) for v in wanted]
+    chosen: Dict[str, str] = {}
+    for name, value in pairs:
+        value = str(value).lower()
+        if name in options and value in options[name]:
+            chosen[name] = value
+            continue
+        best, best_score = None, 85.0
+        for opt_name, values in options.items():
+            if opt_name in chosen:
+                continue
+            for v in values:
+                s = fuzzy(normalize_color(v), normalize_color(value))
+                if s > best_score:
+                    best, best_score = (opt_name, v), s
+        if best:
+            chosen[best[0]] = best[1]
+    return chosen

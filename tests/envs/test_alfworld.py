@@ -1,0 +1,507 @@
+"""Tests of the simulated ALFWorld task: hand-made transcripts of all six task types, the expert,
+splits, determinism, the action parser and the env under fuzzing, the step cap and the report."""
+import random
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import envs
+from envs.alfworld import AlfWorldEnv
+from envs.alfworld.engine import HELP_TEXT, NOTHING_HAPPENS, WELCOME, Household, join_items
+from envs.alfworld.env import INSTRUCTION, parse_action
+from envs.alfworld.world import (DEFAULT_SPLIT_SIZES, LAYOUTS_PER_ROOM, ROOMS, SPLITS, TASK_TYPES, GameSpec,
+                                 ObjectSpec, all_combos, generate_game, held_out_combos, is_held_out_combo,
+                                 is_unseen_layout, room_layouts, vocabulary)
+
+PENALTY = 0.1
+KITCHEN = [("cabinet 2", "cabinet"), ("cabinet 1", "cabinet"), ("countertop 1", "countertop"),
+           ("fridge 1", "fridge"), ("microwave 1", "microwave"), ("sinkbasin 1", "sinkbasin")]
+KITCHEN_INTRO = ("You are in the middle of a room. Looking quickly around you, you see a cabinet 2, a cabinet 1, "
+                 "a countertop 1, a fridge 1, a microwave 1, and a sinkbasin 1.")
+
+
+def game(task, obj, target, goal, receptacles, objects, room="kitchen"):
+    return GameSpec(split="train", index=-1, world_seed=0, room=room, layout_id=-1, receptacles=receptacles,
+                    objects=[ObjectSpec(n, n.rsplit(" ", 1)[0], loc, lamp) for n, loc, lamp in objects],
+                    task_type=task, obj_type=obj, target_type=target, goal=goal, task_id=f"hand/{task}")
+
+
+def act(command):
+    return f"<think>ok</think><action>{command}</action>"
+
+
+def play(env, spec, transcript):
+    """Reset on ``spec`` and check each (command, expected feedback, reward) step; returns the last info."""
+    obs, info = env.reset(options={"game": spec})
+    info = None
+    for i, (command, feedback, reward) in enumerate(transcript):
+        obs, r, terminated, truncated, info = env.step(act(command))
+        assert obs == feedback, (i, command, obs)
+        assert r == pytest.approx(reward), (i, command, r)
+        last = i == len(transcript) - 1
+        assert terminated == (last and reward == 10.0), (i, command)
+        assert not truncated
+    return info
+
+
+@pytest.fixture
+def env():
+    return AlfWorldEnv(split="train", seed=0, invalid_action_penalty=PENALTY)
+
+
+# ---------------------------------------------------------------------- hand-made games, one per task type
+def test_pick_and_place_transcript(env):
+    spec = game("pick", "mug", "countertop", "put a mug in countertop", KITCHEN,
+                [("mug 1", "cabinet 1", False), ("apple 1", "countertop 1", False)])
+    obs, info = env.reset(options={"game": spec})
+    assert obs == f"{WELCOME}\n\n{KITCHEN_INTRO}\n\nYour task is to: put a mug in countertop."
+    assert info["instruction"] == INSTRUCTION.format(goal="put a mug in countertop")
+    assert "Your task is to: put a mug in countertop." in info["instruction"]
+    assert info["admissible_actions"] == [
+        "go to cabinet 1", "go to cabinet 2", "go to countertop 1", "go to fridge 1", "go to microwave 1",
+        "go to sinkbasin 1", "help", "inventory", "look"]
+    info = play(env, spec, [
+        ("look", "You are in the middle of a room. Looking quickly around you, you see nothing.", 0.0),
+        ("inventory", "You are not carrying anything.", 0.0),
+        ("go to cabinet 1", "You arrive at cabinet 1. The cabinet 1 is closed.", 0.0),
+        ("take mug 1 from cabinet 1", NOTHING_HAPPENS, -PENALTY),  # closed: not admissible
+        ("open cabinet 1", "You open the cabinet 1. The cabinet 1 is open. In it, you see a mug 1.", 0.0),
+        ("take mug 1 from cabinet 1", "You pick up the mug 1 from the cabinet 1.", 0.0),
+        ("inventory", "You are carrying: a mug 1.", 0.0),
+        ("examine mug 1", "There's nothing special about mug 1.", 0.0),
+        ("look", "You are facing the cabinet 1. Next to it, you see nothing.", 0.0),
+        ("go to countertop 1", "You arrive at countertop 1. On the countertop 1, you see a apple 1.", 0.0),
+        ("take apple 1 from countertop 1", NOTHING_HAPPENS, -PENALTY),  # hands full
+        ("put mug 1 in/on countertop 1", "You move the mug 1 to the countertop 1.", 10.0),  # the old syntax
+    ])
+    assert info["won"] and info["success"] and info["action"] == "move mug 1 to countertop 1"
+    assert info["metrics"] == {"success": 1.0, "success_pick": 1.0, "num_steps": 12.0, "invalid_actions": 2.0,
+                               "valid_action_ratio": pytest.approx(10 / 12)}
+
+
+def test_admissible_list_at_a_receptacle(env):
+    spec = game("pick", "mug", "countertop", "put a mug in countertop", KITCHEN,
+                [("mug 1", "cabinet 1", False), ("cup 1", "cabinet 1", False), ("apple 1", "countertop 1", False)])
+    env.reset(options={"game": spec})
+    env.step(act("go to cabinet 1"))
+    _, _, _, _, info = env.step(act("open cabinet 1"))
+    assert info["admissible_actions"] == [
+        "close cabinet 1", "examine cabinet 1", "examine cup 1", "examine mug 1", "go to cabinet 2",
+        "go to countertop 1", "go to fridge 1", "go to microwave 1", "go to sinkbasin 1", "help", "inventory",
+        "look", "take cup 1 from cabinet 1", "take mug 1 from cabinet 1"]
+    _, _, _, _, info = env.step(act("take cup 1 from cabinet 1"))
+    assert "move cup 1 to cabinet 1" in info["admissible_actions"] and "examine cup 1" in info["admissible_actions"]
+    assert not any(a.startswith("take ") for a in info["admissible_actions"])
+    obs, _, _, _, info = env.step(act("close cabinet 1"))
+    assert obs == "You close the cabinet 1." and "examine mug 1" not in info["admissible_actions"]
+    assert env.step(act("examine cabinet 1"))[0] == "The cabinet 1 is closed."
+    assert env.step(act("help"))[0] == HELP_TEXT
+    # the strict syntax: no alias for put
+    strict = AlfWorldEnv(accept_put_alias=False)
+    strict.reset(options={"game": spec})
+    for c in ("go to countertop 1", "go to cabinet 1", "open cabinet 1", "take mug 1 from cabinet 1",
+              "go to countertop 1"):
+        assert strict.step(act(c))[4]["action_valid"]
+    obs, reward, _, _, info = strict.step(act("put mug 1 in/on countertop 1"))
+    assert obs == NOTHING_HAPPENS and not info["action_valid"]
+
+
+def test_heat_transcript(env):
+    spec = game("heat", "egg", "countertop", "heat some egg and put it in countertop", KITCHEN,
+                [("egg 1", "fridge 1", False), ("mug 1", "microwave 1", False)])
+    info = play(env, spec, [
+        ("go to fridge 1", "You arrive at fridge 1. The fridge 1 is closed.", 0.0),
+        ("open fridge 1", "You open the fridge 1. The fridge 1 is open. In it, you see a egg 1.", 0.0),
+        ("take egg 1 from fridge 1", "You pick up the egg 1 from the fridge 1.", 0.0),
+        ("go to countertop 1", "You arrive at countertop 1. On the countertop 1, you see nothing.", 0.0),
+        ("heat egg 1 with microwave 1", NOTHING_HAPPENS, -PENALTY),  # not at the microwave
+        ("move egg 1 to countertop 1", "You move the egg 1 to the countertop 1.", 0.0),  # not hot yet
+        ("take egg 1 from countertop 1", "You pick up the egg 1 from the countertop 1.", 0.0),
+        ("go to microwave 1", "You arrive at microwave 1. The microwave 1 is closed.", 0.0),
+        ("heat egg 1 with microwave 1", "You heat the egg 1 using the microwave 1.", 0.0),  # closed is fine
+        ("examine egg 1", "This is a hot egg 1.", 0.0),
+        ("go to countertop 1", "You arrive at countertop 1. On the countertop 1, you see nothing.", 0.0),
+        ("move egg 1 to countertop 1", "You move the egg 1 to the countertop 1.", 10.0),
+    ])
+    assert info["won"] and info["metrics"]["success_heat"] == 1.0 and "success_pick" not in info["metrics"]
+
+
+def test_cool_transcript(env):
+    spec = game("cool", "tomato", "countertop", "put a cool tomato in countertop", KITCHEN,
+                [("tomato 1", "sinkbasin 1", False), ("apple 1", "sinkbasin 1", False)])
+    info = play(env, spec, [
+        ("go to sinkbasin 1", "You arrive at sinkbasin 1. On the sinkbasin 1, you see a tomato 1, and a apple 1.", 0.0),
+        ("take tomato 1 from sinkbasin 1", "You pick up the tomato 1 from the sinkbasin 1.", 0.0),
+        ("cool tomato 1 with sinkbasin 1", NOTHING_HAPPENS, -PENALTY),
+        ("go to fridge 1", "You arrive at fridge 1. The fridge 1 is closed.", 0.0),
+        ("cool tomato 1 with fridge 1", "You cool the tomato 1 using the fridge 1.", 0.0),
+        ("examine tomato 1", "This is a cold tomato 1.", 0.0),
+        ("go to countertop 1", "You arrive at countertop 1. On the countertop 1, you see nothing.", 0.0),
+        ("move tomato 1 to countertop 1", "You move the tomato 1 to the countertop 1.", 10.0),
+    ])
+    assert info["metrics"]["success_cool"] == 1.0
+
+
+def test_clean_transcript(env):
+    spec = game("clean", "plate", "cabinet", "put a clean plate in cabinet", KITCHEN,
+                [("plate 1", "countertop 1", False)])
+    info = play(env, spec, [
+        ("go to countertop 1", "You arrive at countertop 1. On the countertop 1, you see a plate 1.", 0.0),
+        ("take plate 1 from countertop 1", "You pick up the plate 1 from the countertop 1.", 0.0),
+        ("go to cabinet 1", "You arrive at cabinet 1. The cabinet 1 is closed.", 0.0),
+        ("move plate 1 to cabinet 1", NOTHING_HAPPENS, -PENALTY),  # closed
+        ("open cabinet 1", "You open the cabinet 1. The cabinet 1 is open. In it, you see nothing.", 0.0),
+        ("move plate 1 to cabinet 1", "You move the plate 1 to the cabinet 1.", 0.0),  # dirty: no win
+        ("take plate 1 from cabinet 1", "You pick up the plate 1 from the cabinet 1.", 0.0),
+        ("go to sinkbasin 1", "You arrive at sinkbasin 1. On the sinkbasin 1, you see nothing.", 0.0),
+        ("clean plate 1 with sinkbasin 1", "You clean the plate 1 using the sinkbasin 1.", 0.0),
+        ("examine plate 1", "This is a clean plate 1.", 0.0),
+        ("go to cabinet 2", "You arrive at cabinet 2. The cabinet 2 is closed.", 0.0),
+        ("open cabinet 2", "You open the cabinet 2. The cabinet 2 is open. In it, you see nothing.", 0.0),
+        ("move plate 1 to cabinet 2", "You move the plate 1 to the cabinet 2.", 10.0),  # any cabinet
+    ])
+    assert info["metrics"]["success_clean"] == 1.0
+
+
+BEDROOM = [("bed 1", "bed"), ("desk 1", "desk"), ("drawer 2", "drawer"), ("drawer 1", "drawer"),
+           ("sidetable 1", "sidetable")]
+
+
+def test_look_transcript(env):
+    spec = game("look", "book", "desklamp", "look at book under the desklamp", BEDROOM,
+                [("book 1", "bed 1", False), ("desklamp 1", "sidetable 1", True), ("pen 1", "sidetable 1", False)],
+                room="bedroom")
+    obs, info = env.reset(options={"game": spec})
+    assert "you see a bed 1, a desk 1, a drawer 2, a drawer 1, and a sidetable 1." in obs
+    info = play(env, spec, [
+        ("go to sidetable 1", "You arrive at sidetable 1. On the sidetable 1, you see a desklamp 1, and a pen 1.", 0.0),
+        ("take desklamp 1 from sidetable 1", NOTHING_HAPPENS, -PENALTY),  # lamps stay where they stand
+        ("use desklamp 1", "You turn on the desklamp 1.", 0.0),  # not holding the book yet
+        ("examine desklamp 1", "This desklamp 1 is on.", 0.0),
+        ("use desklamp 1", "You turn off the desklamp 1.", 0.0),
+        ("go to bed 1", "You arrive at bed 1. On the bed 1, you see a book 1.", 0.0),
+        ("take book 1 from bed 1", "You pick up the book 1 from the bed 1.", 0.0),
+        ("go to sidetable 1", "You arrive at sidetable 1. On the sidetable 1, you see a desklamp 1, and a pen 1.", 0.0),
+        ("use desklamp 1", "You turn on the desklamp 1.", 10.0),
+    ])
+    assert info["metrics"]["success_look"] == 1.0
+
+
+def test_pick_two_transcript(env):
+    room = [("coffeetable 1", "coffeetable"), ("garbagecan 1", "garbagecan"), ("sidetable 1", "sidetable"),
+            ("sofa 1", "sofa")]
+    spec = game("pick2", "keychain", "sofa", "find two keychain and put them in sofa", room,
+                [("keychain 2", "coffeetable 1", False), ("keychain 1", "sidetable 1", False)], room="livingroom")
+    info = play(env, spec, [
+        ("go to coffeetable 1", "You arrive at coffeetable 1. On the coffeetable 1, you see a keychain 2.", 0.0),
+        ("take keychain 2 from coffeetable 1", "You pick up the keychain 2 from the coffeetable 1.", 0.0),
+        ("go to sofa 1", "You arrive at sofa 1. On the sofa 1, you see nothing.", 0.0),
+        ("move keychain 2 to sofa 1", "You move the keychain 2 to the sofa 1.", 0.0),  # one is not enough
+        ("go to sidetable 1", "You arrive at sidetable 1. On the sidetable 1, you see a keychain 1.", 0.0),
+        ("take keychain 1 from sidetable 1", "You pick up the keychain 1 from the sidetable 1.", 0.0),
+        ("go to sofa 1", "You arrive at sofa 1. On the sofa 1, you see a keychain 2.", 0.0),
+        ("move keychain 1 to sofa 1", "You move the keychain 1 to the sofa 1.", 10.0),
+    ])
+    assert info["metrics"]["success_pick2"] == 1.0
+
+
+def test_join_items():
+    assert join_items([]) == "nothing"
+    assert join_items(["mug 1"]) == "a mug 1"
+    assert join_items(["mug 1", "cup 2"]) == "a mug 1, and a cup 2"
+    assert join_items(["a 1", "b 1", "c 1"]) == "a a 1, a b 1, and a c 1"
+
+
+def test_game_spec_round_trips_through_json():
+    import json
+    spec = generate_game("train", 7)
+    d = json.loads(json.dumps(spec.to_dict()))
+    assert d["task_type_name"].startswith(("pick", "look"))
+    assert {r["name"] for r in d["receptacles"]} == {n for n, _ in spec.receptacles}
+    assert all(o["location"] in {r["name"] for r in d["receptacles"]} for o in d["objects"])
+
+
+# ---------------------------------------------------------------------- expert
+def _play_expert(env, index, random_prefix=0, rng=None):
+    obs, info = env.reset(options={"index": index})
+    for _ in range(random_prefix):  # someone else's moves first: the expert must recover from any state
+        cmd = rng.choice(info["admissible_actions"])
+        obs, reward, terminated, truncated, info = env.step(act(cmd))
+        assert info["action_valid"]
+        if terminated or truncated:
+            return info
+    for _ in range(env.max_steps):
+        before = list(info["admissible_actions"])
+        response = env.expert_response()
+        command, ok = parse_action(response, require_think=True)
+        assert ok and command in before, (index, response)
+        obs, reward, terminated, truncated, info = env.step(response)
+        assert info["action_valid"]
+        if terminated or truncated:
+            return info
+    raise AssertionError("episode did not end")
+
+
+@pytest.mark.parametrize("split", SPLITS)
+def test_expert_solves_every_game(split):
+    env = AlfWorldEnv(split=split, num_games=200)
+    lengths = []
+    for i in range(200):
+        info = _play_expert(env, i)
+        assert info["won"] and info["success"] and info["metrics"]["success"] == 1.0, (split, i)
+        assert info["metrics"][f"success_{env.game.task_type}"] == 1.0
+        lengths.append(info["metrics"]["num_steps"])
+    assert max(lengths) < 20
+
+
+def test_expert_recovers_after_random_moves():
+    env = AlfWorldEnv(split="train")
+    rng = random.Random(0)
+    for i in range(60):
+        info = _play_expert(env, i, random_prefix=12, rng=rng)
+        assert info["won"], i
+
+
+# ---------------------------------------------------------------------- splits and determinism
+def test_split_sizes_and_all_task_types():
+    for split in SPLITS:
+        env = AlfWorldEnv(split=split)
+        assert env.num_tasks() == DEFAULT_SPLIT_SIZES[split]
+        types = {generate_game(split, i).task_type for i in range(120)}
+        assert types == set(TASK_TYPES), split
+    assert AlfWorldEnv(split="valid_seen", num_games=500).num_tasks() == 500
+    with pytest.raises(ValueError):
+        AlfWorldEnv(split="test")
+
+
+def test_split_definition_disjoint():
+    held = held_out_combos(0)
+    assert held and held < set(all_combos())
+    for task in TASK_TYPES:  # every task type has held-out combinations
+        assert any(c[0] == task for c in held)
+    for room in ROOMS:
+        layouts = room_layouts(room)
+        assert len({lay.receptacles for lay in layouts}) == LAYOUTS_PER_ROOM  # pairwise different layouts
+        seen = {lay.receptacles for lay in layouts if not is_unseen_layout(lay.layout_id)}
+        unseen = {lay.receptacles for lay in layouts if is_unseen_layout(lay.layout_id)}
+        assert unseen and not seen & unseen
+    games = {split: [generate_game(split, i) for i in range(300)] for split in SPLITS}
+    for split in ("train", "valid_seen"):
+        for g in games[split]:
+            assert not is_held_out_combo(g.combo) and not is_unseen_layout(g.layout_id)
+    for g in games["valid_unseen"]:
+        assert is_held_out_combo(g.combo) and is_unseen_layout(g.layout_id)
+    train_combos = {g.combo for g in games["train"]}
+    train_layouts = {(g.room, tuple(g.receptacles)) for g in games["train"]}
+    assert not train_combos & {g.combo for g in games["valid_unseen"]}
+    assert not train_layouts & {(g.room, tuple(g.receptacles)) for g in games["valid_unseen"]}
+    # valid_seen is in-distribution: its combinations and layouts occur in train
+    assert {g.combo for g in games["valid_seen"]} & train_combos
+
+
+def test_thousands_of_distinct_games():
+    keys = [generate_game("train", i).key() for i in range(DEFAULT_SPLIT_SIZES["train"])]
+    assert len(set(keys)) == len(keys)
+    for split in ("valid_seen", "valid_unseen"):
+        assert not {generate_game(split, i).key() for i in range(DEFAULT_SPLIT_SIZES[split])} & set(keys)
+
+
+def test_determinism_and_env_seed_independence():
+    a = AlfWorldEnv(split="train", seed=0).reset(options={"index": 5})
+    b = AlfWorldEnv(split="train", seed=123).reset(options={"index": 5})
+    assert a == b
+    assert generate_game("valid_unseen", 3).to_dict() == generate_game("valid_unseen", 3).to_dict()
+    assert generate_game("train", 3).key() != generate_game("train", 4).key()
+    assert generate_game("train", 3).key() != generate_game("train", 3, world_seed=1).key()
+    env = AlfWorldEnv(seed=7)
+    assert env.reset(seed=11)[1]["task_id"] == env.reset(seed=11)[1]["task_id"]
+    assert [AlfWorldEnv(seed=5).reset()[1]["task_id"] for _ in range(2)] == \
+        [AlfWorldEnv(seed=5).reset()[1]["task_id"]] * 2
+    n = env.num_tasks()
+    assert env.reset(options={"index": 2 + n})[1]["task_id"] == env.reset(options={"index": 2})[1]["task_id"]
+    # the same expert transcript twice
+    runs = []
+    for _ in range(2):
+        env.reset(options={"index": 9})
+        runs.append([env.step(env.expert_response())[0] for _ in range(3)])
+    assert runs[0] == runs[1]
+
+
+def test_goal_phrasing_matches_templates():
+    import re
+    patterns = [r"put a \w+ in \w+", r"put some \w+ on \w+", r"put a clean \w+ in \w+",
+                r"clean some \w+ and put it in \w+", r"put a hot \w+ in \w+", r"heat some \w+ and put it in \w+",
+                r"put a cool \w+ in \w+", r"cool some \w+ and put it in \w+", r"put two \w+ in \w+",
+                r"find two \w+ and put them in \w+", r"look at \w+ under the \w+", r"examine the \w+ with the \w+"]
+    seen = set()
+    for i in range(300):
+        g = generate_game("train", i)
+        matched = [p for p in patterns if re.fullmatch(p, g.goal)]
+        assert matched, g.goal
+        seen.update(matched)
+        assert g.obj_type in g.goal and g.target_type in g.goal
+    assert len(seen) == len(patterns)
+
+
+# ---------------------------------------------------------------------- registry, config, corpus, report
+def test_registry_config_and_tokenizer_corpus():
+    assert "alfworld" in envs.list_envs()
+    cfg = yaml.safe_load((Path(__file__).parents[2] / "configs" / "task" / "alfworld.yaml").read_text())
+    assert cfg["env_name"] == "alfworld" and cfg["val_split"] == "valid_seen"
+    assert cfg["sampler"]["prompt_builder"]["history_length"] == 2
+    e = envs.make_env("alfworld", split="valid_unseen", seed=1, **cfg["env"])
+    assert isinstance(e, AlfWorldEnv) and e.max_steps == 50 and e.num_tasks() == 134
+    texts = list(AlfWorldEnv.tokenizer_corpus(**cfg["env"]))
+    assert all(isinstance(t, str) for t in texts)
+    joined = "\n".join(texts)
+    for word in vocabulary():
+        assert word in joined
+    assert any(t.startswith("<think>") and "<action>go to " in t for t in texts)
+    assert any(t.startswith(WELCOME) for t in texts) and NOTHING_HAPPENS in texts
+
+
+def test_report_table():
+    metrics = {"task/success_pick": 0.5, "task/success_look": 0.25, "task/success_clean": 1.0,
+               "task/success_heat": 0.0, "task/success_cool": 0.125, "task/success_pick2": 0.75, "success": 0.6,
+               "task/success": 0.6, "episode_return": 6.0}
+    table = AlfWorldEnv.report(metrics).splitlines()
+    assert len(table) == 3
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in table]
+    assert cells[0] == ["Pick", "Look", "Clean", "Heat", "Cool", "Pick2", "All"]
+    assert cells[2] == ["50.0", "25.0", "100.0", "0.0", "12.5", "75.0", "60.0"]
+    partial = AlfWorldEnv.report({"task/success_heat": 1.0, "success": 0.5}).splitlines()[2]
+    assert [c.strip() for c in partial.strip("|").split("|")] == ["-", "-", "-", "100.0", "-", "-", "50.0"]
+    assert AlfWorldEnv.report({}) == ""
+
+
+# ---------------------------------------------------------------------- parser, invalid moves, fuzzing
+def test_parse_action():
+    assert parse_action("<think>x</think><action> Go  To\tCabinet 1. </action>") == ("go to cabinet 1", True)
+    assert parse_action("<ACTION>look</Action>") == ("look", True)
+    assert parse_action("look") == ("", False)
+    assert parse_action("<action>look</action><action>help</action>") == ("", False)
+    assert parse_action("</action>look<action>") == ("", False)
+    assert parse_action("<action>  </action>") == ("", False)
+    assert parse_action("<action>look") == ("", False)
+    assert parse_action("<action>look</action>", require_think=True) == ("", False)
+    assert parse_action("<action>look</action><think>a</think>", require_think=True) == ("", False)
+    assert parse_action("<think>a</think><action>look</action>", require_think=True) == ("look", True)
+
+
+def _observe(env):
+    """Everything an invalid move must leave unchanged (reads through the engine, not the env)."""
+    h = env.house
+    return (h.snapshot(), h.look_text(), h.inventory_text(), h.admissible_commands())
+
+
+MALFORMED = ["", "look", "<action></action>", "<action>look</action><action>look</action>", "<action>look",
+             "x" * 10_000, "<action>" + "go to cabinet 1 " * 700 + "</action>", "行动 <action>看</action>",
+             "<action>go to cabinet 99</action>", "<action>take mug 9 from fridge 1</action>",
+             "<action>move apple 1 to toilet 1</action>", "<action>heat sofa 1 with microwave 1</action>",
+             "<action>open countertop 1</action>", "<action>go to</action>", "\x00\ud7ff" * 5000]
+
+
+@pytest.mark.parametrize("response", MALFORMED)
+def test_invalid_moves_change_nothing(env, response):
+    env.reset(options={"index": 0})
+    before = _observe(env)
+    obs, reward, terminated, truncated, info = env.step(response)
+    assert obs == NOTHING_HAPPENS == info["anchor_obs"] and reward == pytest.approx(-PENALTY)
+    assert info["action_valid"] is False and not terminated and not truncated and info["turn"] == 1
+    assert _observe(env) == before and info["admissible_actions"] == before[3]
+
+
+_NAMES = st.sampled_from(vocabulary() + ["mug", "xyz", ""])
+_COMMANDS = st.one_of(
+    st.builds(lambda v, o, n, r, m: f"{v} {o} {n} {r} {m}".strip(),
+              st.sampled_from(["take", "move", "heat", "cool", "clean", "put", "use", "examine", "go to", "open"]),
+              _NAMES, st.integers(-1, 13), st.sampled_from(["from", "to", "with", "in/on", "in", ""]),
+              st.builds(lambda a, b: f"{a} {b}", _NAMES, st.integers(0, 13))),
+    st.text(max_size=40),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(index=st.integers(0, 3552), prefix=st.integers(0, 8), commands=st.lists(_COMMANDS, min_size=1, max_size=6),
+       wrap=st.booleans())
+def test_fuzz_env_commands(index, prefix, commands, wrap):
+    env = AlfWorldEnv(split="train")
+    _, info = env.reset(options={"index": index})
+    for _ in range(prefix):  # reach some mid-game state with expert moves
+        info = env.step(env.expert_response())[4]
+        if "won" in info:
+            return
+    for command in commands:
+        before = _observe(env)
+        response = f"<think>try</think><action>{command}</action>" if wrap else command
+        obs, reward, terminated, truncated, info = env.step(response)
+        assert isinstance(obs, str) and isinstance(reward, float) and isinstance(info["action_valid"], bool)
+        if info["action_valid"]:
+            assert info["action"] in before[3]
+        else:
+            assert obs == NOTHING_HAPPENS and reward == pytest.approx(-0.1)
+            assert _observe(env) == before
+        if terminated or truncated:
+            break
+
+
+_FRAGMENTS = ["<action>", "</action>", "<think>", "</think>", "<ACTION >", "look", "inventory", "go to fridge 1",
+              " ", "\n", "\u4e2d", "\U0001F600", "take", "from"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.text(), st.lists(st.sampled_from(_FRAGMENTS) | st.text(max_size=4), max_size=12).map("".join)))
+def test_fuzz_parser_and_step_never_raise(text):
+    command, ok = parse_action(text)
+    assert isinstance(command, str) and ok == bool(command)
+    env = AlfWorldEnv(split="valid_seen")
+    env.reset(options={"index": 1})
+    before = _observe(env)
+    obs, reward, terminated, truncated, info = env.step(text)
+    if not info["action_valid"]:
+        assert _observe(env) == before and obs == NOTHING_HAPPENS
+    else:
+        assert ok and info["action"] in before[3]
+
+
+def test_non_string_and_misuse():
+    env = AlfWorldEnv()
+    with pytest.raises(RuntimeError):
+        env.step("look")
+    with pytest.raises(RuntimeError):
+        env.expert_response()
+    env.reset(options={"index": 0})
+    assert env.step(None)[4]["action_valid"] is False
+
+
+# ---------------------------------------------------------------------- step cap
+def test_step_cap_truncates(env):
+    env.reset(options={"index": 0})
+    for turn in range(1, 51):
+        obs, reward, terminated, truncated, info = env.step(act("look") if turn % 2 else "garbage")
+        assert not terminated and info["turn"] == turn
+        assert truncated == (turn == 50)
+    assert info["won"] is False and info["success"] is False
+    assert info["metrics"]["success"] == 0.0 and info["metrics"][f"success_{env.game.task_type}"] == 0.0
+    assert info["metrics"]["num_steps"] == 50.0 and info["metrics"]["invalid_actions"] == 25.0
+    with pytest.raises(RuntimeError):
+        env.step(act("look"))
+    short = AlfWorldEnv(max_steps=3, reward_scale=1.0)
+    short.reset(options={"index": 0})
+    assert [short.step(act("look"))[3] for _ in range(3)] == [False, False, True]
+    short.reset(options={"index": 0})
+    while True:  # a win on the last allowed turn is a win, not a truncation
+        obs, reward, terminated, truncated, info = short.step(short.expert_response())
+        if terminated or truncated:
+            break
+    if terminated:
+        assert reward == 1.0
+
+
+def test_household_direct_use():
+    h = Household(generate_game("train", 0))
+    assert h.execute("nonsense") == (NOTHING_HAPPENS, False)
+    assert h.is_admissible("LOOK") and not h.won()
