@@ -26,7 +26,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 from envs.base import StepResult, TextEnv
 from envs.registry import register_env
 from envs.webshop.catalogue import DEFAULT_NUM_PRODUCTS
-from envs.webshop.reward import fuzzy, get_reward, normalize_color
+from envs.webshop.reward import NOUN_PARSERS, fuzzy, get_reward, normalize_color
 from envs.webshop.shop import (BACK_TO_SEARCH, BUY_NOW, NEXT_PAGE, PREV_PAGE, PRODUCT_WINDOW, SEARCH_PLACEHOLDER,
                                Browser, get_shop)
 
@@ -73,9 +73,13 @@ class WebShopEnv(TextEnv):
                  num_products: int = DEFAULT_NUM_PRODUCTS, data_dir: Optional[str] = None,
                  product_file: str = "items_shuffle_1000.json", attribute_file: str = "items_ins_v2_1000.json",
                  human_goal_file: str = "items_human_ins.json", human_goals: bool = False, max_steps: int = 15,
-                 reward_scale: float = 10.0, invalid_action_penalty: float = 0.1, require_think: bool = True) -> None:
+                 reward_scale: float = 10.0, invalid_action_penalty: float = 0.1, require_think: bool = True,
+                 noun_parser: str = "heuristic") -> None:
         if max_steps < 1:
             raise ValueError("max_steps must be >= 1")
+        if noun_parser not in NOUN_PARSERS:
+            raise ValueError(f"env.noun_parser={noun_parser!r} is not allowed; allowed values: {', '.join(NOUN_PARSERS)}")
+        self.noun_parser = noun_parser
         self.shop = get_shop(catalogue_seed=catalogue_seed, num_products=num_products, data_dir=data_dir,
                              product_file=product_file, attribute_file=attribute_file,
                              human_goal_file=human_goal_file, human_goals=human_goals)
@@ -104,7 +108,7 @@ class WebShopEnv(TextEnv):
         else:
             idx = self._rng.randrange(len(self.goals))
         goal = self.goals[idx]
-        self.browser = Browser(self.shop, goal)
+        self.browser = Browser(self.shop, goal, self.noun_parser)
         self._done = False
         self.turn = 0
         self._invalid = 0
@@ -169,7 +173,7 @@ class WebShopEnv(TextEnv):
         if asin not in self._expert_cache:
             goal = self.browser.goal
             chosen = choose_options(product, goal)
-            score = get_reward(product, goal, self.shop.prices.get(asin, 100.0), chosen)
+            score = get_reward(product, goal, self.shop.prices.get(asin, 100.0), chosen, noun_parser=self.noun_parser)
             self._expert_cache[asin] = (score, chosen)
         return self._expert_cache[asin]
 

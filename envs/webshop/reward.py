@@ -23,18 +23,24 @@ adjectives. Like upstream, the denominator counts the goal's noun tokens with re
 numerator counts the distinct shared ones; a goal name with no noun gives 0.2. On the upstream
 test names it gives 0.857 / 0.3125 / 0.1667 where spaCy gives 0.85 / 0.31 / 0.17.
 
+With ``env.noun_parser=spacy`` (``pip install -e ".[webshop]"`` and ``python -m spacy download
+en_core_web_sm``) the title score uses spaCy's NOUN / PROPN tokens as upstream does; the default,
+``heuristic``, is the same on every machine.
+
 Goal options are compared by value only; upstream passes synthetic goals' ``(name, value)`` pairs,
 which behave like the string "name value" (slightly more lenient, see the reference notes).
 """
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from rapidfuzz import fuzz
 from rapidfuzz.utils import default_process
 
 MATCH_THRESHOLD = 85
+NOUN_PARSERS = ("heuristic", "spacy")
 
 #: Colour words for :func:`normalize_color` (the first one contained in an option value wins, so
 #: compound names that contain a shorter colour come first).
@@ -77,8 +83,28 @@ def normalize_color(value: str) -> str:
     return value
 
 
-def name_nouns(name: str) -> List[str]:
-    """Approximate noun tokens of a product name (see the module docstring); repeats are kept."""
+@lru_cache(maxsize=1)
+def spacy_pipeline() -> Any:
+    """spaCy's ``en_core_web_sm``, loaded once; a clear error says what to install when it is absent."""
+    try:
+        import spacy
+    except ImportError:
+        raise ImportError('env.noun_parser=spacy needs spaCy: pip install -e ".[webshop]" && '
+                          "python -m spacy download en_core_web_sm") from None
+    try:
+        return spacy.load("en_core_web_sm")
+    except OSError:
+        raise OSError("env.noun_parser=spacy needs the en_core_web_sm model: "
+                      "python -m spacy download en_core_web_sm") from None
+
+
+def name_nouns(name: str, parser: str = "heuristic") -> List[str]:
+    """Noun tokens of a product name, lower-cased, repeats kept: spaCy's NOUN / PROPN tokens with
+    ``parser="spacy"``, else the heuristic of the module docstring."""
+    if parser == "spacy":
+        return [t.text.lower() for t in spacy_pipeline()(str(name)) if t.pos_ in ("NOUN", "PROPN")]
+    if parser != "heuristic":
+        raise ValueError(f"env.noun_parser={parser!r} is not allowed; allowed values: {', '.join(NOUN_PARSERS)}")
     out = []
     for raw in re.split(r"[\s\-/,()\[\]|:;]+", str(name).lower()):
         for tok in _TOKEN.findall(raw):
@@ -97,13 +123,14 @@ def _category_levels(product_category: str) -> set:
     return {x.strip() for x in str(product_category).split("›")}
 
 
-def get_type_reward(purchased: Mapping[str, Any], goal: Mapping[str, Any]) -> Dict[str, Any]:
+def get_type_reward(purchased: Mapping[str, Any], goal: Mapping[str, Any],
+                    noun_parser: str = "heuristic") -> Dict[str, Any]:
     """``r_type`` and its parts: ``query_match``, ``category_match``, ``title_score``."""
     query_match = purchased.get("query") == goal.get("query")
     category_match = len(_category_levels(purchased.get("product_category", ""))
                          & _category_levels(goal.get("product_category", ""))) >= 2
-    desired = name_nouns(goal.get("name", ""))
-    bought = set(name_nouns(purchased.get("name", "")))
+    desired = name_nouns(goal.get("name", ""), noun_parser)
+    bought = set(name_nouns(purchased.get("name", ""), noun_parser))
     title_score = 0.2 if not desired else len(set(desired) & bought) / len(desired)
     r_type = 1.0
     if not (query_match or category_match or title_score > 0.2):
@@ -153,9 +180,9 @@ def goal_option_values(goal: Mapping[str, Any]) -> List[str]:
 
 
 def get_reward(purchased: Mapping[str, Any], goal: Mapping[str, Any], price: float,
-               options: Mapping[str, str] | Sequence[str], verbose: bool = False):
+               options: Mapping[str, str] | Sequence[str], verbose: bool = False, noun_parser: str = "heuristic"):
     """The purchase score in [0, 1]; with ``verbose`` also a dict of its parts."""
-    r_type = get_type_reward(purchased, goal)
+    r_type = get_type_reward(purchased, goal, noun_parser)
     r_price = float(price <= float(goal.get("price_upper", 1e6)))
     _, n_attr = get_attribute_reward(purchased, goal)
     chosen = list(options.values()) if isinstance(options, Mapping) else list(options)

@@ -85,9 +85,10 @@ def get_shop(catalogue_seed: int = 0, num_products: int = DEFAULT_NUM_PRODUCTS, 
 class Browser:
     """One shopper's session: the current page and what was searched, opened and selected."""
 
-    def __init__(self, shop: Shop, goal: dict) -> None:
+    def __init__(self, shop: Shop, goal: dict, noun_parser: str = "heuristic") -> None:
         self.shop = shop
         self.goal = goal
+        self.noun_parser = noun_parser
         self.page = "search"
         self.keywords = ""
         self.results: List[str] = []
@@ -208,5 +209,6 @@ class Browser:
     def buy(self) -> None:
         product = self.product or {}
         price = self.shop.prices.get(self.asin, 100.0)
-        self.score, self.score_info = get_reward(product, self.goal, price, dict(self.options), verbose=True)
+        self.score, self.score_info = get_reward(product, self.goal, price, dict(self.options),
+                                                 verbose=True, noun_parser=self.noun_parser)
         self.page = "done"

@@ -481,3 +481,36 @@ def test_generated_shop_is_random_but_reproducible():
     goal = rng.choice(small.goals)
     assert goal["asin"] in small.by_asin
     assert goal["instruction_text"].startswith(small.by_asin[goal["asin"]]["instruction_text"])
+
+
+class _FakeToken:
+    def __init__(self, text, pos):
+        self.text, self.pos_ = text, pos
+
+
+def test_spacy_noun_parser_uses_the_pipelines_nouns(monkeypatch):
+    """noun_parser=spacy reads NOUN / PROPN tokens from the pipeline (a stand-in here: spaCy's
+    model is not installed offline), so the title score follows the parser, not the heuristic."""
+    import envs.webshop.reward as reward
+
+    tags = {"Portable": "ADJ", "Speaker": "NOUN", "Bose": "PROPN", "Wireless": "NOUN", "with": "ADP"}
+    monkeypatch.setattr(reward, "spacy_pipeline", lambda: lambda text: [_FakeToken(w, tags.get(w, "X"))
+                                                                        for w in text.split()])
+    assert reward.name_nouns("Portable Bose Speaker with Wireless", "spacy") == ["bose", "speaker", "wireless"]
+    # goal nouns {bose, speaker, wireless}; the product shares speaker and wireless: 2 / 3
+    goal, product = {"name": "Bose Speaker Wireless"}, {"name": "Portable Speaker with Wireless"}
+    assert reward.get_type_reward(product, goal, "spacy")["title_score"] == pytest.approx(2 / 3)
+    # the heuristic drops "wireless" as an adjective: goal nouns {bose, speaker}, shared {speaker}
+    assert reward.get_type_reward(product, goal, "heuristic")["title_score"] == pytest.approx(1 / 2)
+
+
+def test_noun_parser_errors_name_what_to_install():
+    import envs.webshop.reward as reward
+
+    with pytest.raises(ValueError, match="allowed values: heuristic, spacy"):
+        reward.name_nouns("x", "nltk")
+    try:
+        import spacy  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match=r"pip install -e \".\[webshop\]\""):
+            reward.name_nouns("Bose Speaker", "spacy")
