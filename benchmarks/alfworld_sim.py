@@ -8,7 +8,10 @@ the response parsing, the admissible-list computation, the expert planner and th
 that end are reset on the next, newly generated game (the game cache is cleared before each
 setting). "single" steps one env; "batch" steps ``--batch`` envs round-robin, as the sampler does
 (the simulator is pure Python, so a batch is not faster per step, only larger).
-The numbers for the real engine (TextWorld + alfworld from PyPI) will be added next to these.
+When ``textworld``/``alfworld`` are importable (``pip install -e ".[alfworld]"``), a "real engine" row plays
+``--tw-games`` exported simulator games through ``AlfWorldEnv(backend="textworld")`` for ``--tw-steps`` steps
+with the same response mix (its expert is the game's walkthrough; once an episode left it, random admissible
+commands); loading a game and resetting it are timed separately (``--tw-steps 0`` skips the row).
 """
 from __future__ import annotations
 
@@ -58,6 +61,52 @@ def run(num_envs: int, total_steps: int, random_prob: float, seed: int = 0) -> d
             "episodes": episodes, "success": wins / max(episodes, 1)}
 
 
+def run_textworld(num_games: int, total_steps: int, random_prob: float, seed: int = 0) -> dict:
+    """The real engine on exported simulator games, one env; ``{}`` when textworld is not installed."""
+    try:
+        from envs.alfworld.textworld_backend import export_games, require_alfworld
+        require_alfworld()
+    except ImportError:
+        return {}
+    import tempfile
+
+    rng = random.Random(seed)
+    with tempfile.TemporaryDirectory() as root:
+        export_games([generate_game("train", i) for i in range(num_games)], root)
+        env = AlfWorldEnv(split="train", backend="textworld", games_dir=root)
+        start = time.perf_counter()
+        for i in range(num_games):  # load every game once (TextWorld parses the domain, grammar and problem)
+            env.reset(options={"index": i})
+        load_s = time.perf_counter() - start
+        steps = episodes = wins = resets = 0
+        reset_s = loop_reset_s = 0.0
+        t0 = time.perf_counter()
+        admissible = env.reset(options={"index": 0})[1]["admissible_actions"]
+        reset_s += time.perf_counter() - t0
+        resets += 1
+        start = time.perf_counter()
+        while steps < total_steps:
+            try:
+                response = _response(env, admissible, rng, random_prob)
+            except NotImplementedError:  # left the walkthrough: no oracle on the real engine
+                response = f"<think>explore</think><action>{rng.choice(admissible)}</action>"
+            _, _, terminated, truncated, info = env.step(response)
+            steps += 1
+            admissible = info["admissible_actions"]
+            if terminated or truncated:
+                episodes += 1
+                wins += bool(info["won"])
+                t0 = time.perf_counter()
+                admissible = env.reset(options={"index": resets % num_games})[1]["admissible_actions"]
+                loop_reset_s += time.perf_counter() - t0
+                resets += 1
+        seconds = time.perf_counter() - start
+        reset_s += loop_reset_s
+    return {"envs": 1, "steps": steps, "seconds": seconds, "steps_per_s": steps / seconds, "episodes": episodes,
+            "success": wins / max(episodes, 1), "load_ms": 1000 * load_s / num_games,
+            "reset_ms": 1000 * reset_s / resets, "step_ms": 1000 * (seconds - loop_reset_s) / max(steps, 1)}
+
+
 def generation_ms(n: int = 2000) -> float:
     start = time.perf_counter()
     for i in range(n):
@@ -70,9 +119,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20_000, help="environment steps per setting")
     parser.add_argument("--batch", type=int, default=64, help="envs in the batched setting")
     parser.add_argument("--random-prob", type=float, default=0.3, help="share of random admissible commands")
+    parser.add_argument("--tw-steps", type=int, default=500, help="steps on the real engine (0: skip)")
+    parser.add_argument("--tw-games", type=int, default=10, help="exported games the real engine cycles through")
     args = parser.parse_args()
     rows = [("single", run(1, args.steps, args.random_prob)),
             (f"batch of {args.batch}", run(args.batch, args.steps, args.random_prob))]
+    tw = run_textworld(args.tw_games, args.tw_steps, args.random_prob) if args.tw_steps > 0 else {}
+    if tw:
+        rows.append(("real engine", tw))
     print(f"simulated ALFWorld, {args.steps} steps per setting, {args.random_prob:.0%} random admissible commands")
     print(f"| {'setting':<12} | {'steps/s':>9} | {'ms/step':>8} | {'episodes':>8} | {'success':>7} |")
     print(f"|{'-' * 14}|{'-' * 10}:|{'-' * 9}:|{'-' * 9}:|{'-' * 8}:|")
@@ -80,6 +134,18 @@ def main() -> None:
         print(f"| {name:<12} | {r['steps_per_s']:>9.0f} | {1000 * r['seconds'] / r['steps']:>8.3f} | "
               f"{r['episodes']:>8d} | {r['success']:>7.1%} |")
     print(f"game generation (part of each reset, cached afterwards): {generation_ms():.3f} ms per game")
+    if tw:
+        print(f"real engine (TextWorld {_textworld_version()}, {tw['steps']} steps on {args.tw_games} exported games): "
+              f"loading a game {tw['load_ms']:.0f} ms, reset {tw['reset_ms']:.0f} ms, "
+              f"step without resets {tw['step_ms']:.1f} ms")
+    elif args.tw_steps > 0:
+        print('real engine: skipped (pip install -e ".[alfworld]" to measure TextWorld)')
+
+
+def _textworld_version() -> str:
+    import textworld
+
+    return textworld.__version__
 
 
 if __name__ == "__main__":

@@ -7,12 +7,17 @@ model answers ``<think>…</think><action>command</action>``. A response without
 ``Nothing happens.``, nothing changes, ``-invalid_action_penalty`` is the reward and the turn still
 counts. Winning gives ``reward_scale`` (10, as verl-agent's ``10 * won``) and ends the episode;
 after ``max_steps`` turns (50) it is truncated.
+
+``backend="textworld"`` plays the same protocol on the real engine (TextWorld + ALFWorld's PDDL domain, see
+:mod:`envs.alfworld.textworld_backend`): the games are ``$ALFWORLD_DATA/json_2.1.1/<split>/**/game.tw-pddl`` or
+the ``game.tw-pddl`` files under ``games_dir`` (e.g. exported simulator games); its expert is the game's walkthrough.
 """
 from __future__ import annotations
 
+import os
 import random
 import re
-from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from envs.alfworld.engine import HELP_TEXT, NOTHING_HAPPENS, Household
 from envs.alfworld.expert import expert_step, expert_text
@@ -51,6 +56,23 @@ def parse_action(response: str, require_think: bool = False) -> Tuple[str, bool]
     return command, True
 
 
+#: ``sim``: the offline simulator; ``textworld``: the real engine (``pip install -e ".[alfworld]"``).
+BACKENDS = ("sim", "textworld")
+
+
+def _textworld_game_files(split: str, games_dir: Optional[str]) -> List[str]:
+    """The ``game.tw-pddl`` files of a split (``$ALFWORLD_DATA/json_2.1.1/<split>``) or of ``games_dir``;
+    raises with what to install or download when the package or the games are missing."""
+    from envs.alfworld import textworld_backend as tb
+
+    tb.require_alfworld()
+    root = games_dir if games_dir else tb.data_split_dir(split)
+    files = tb.find_game_files(root) if os.path.isdir(root) else []
+    if not files:
+        raise FileNotFoundError(f"backend='textworld': no solvable game.tw-pddl files under {root}; {tb.DATA_HINT}")
+    return files
+
+
 @register_env("alfworld")
 class AlfWorldEnv(TextEnv):
     """Simulated ALFWorld games of :func:`envs.alfworld.world.generate_game` ``(split, index, world_seed)``."""
@@ -59,7 +81,8 @@ class AlfWorldEnv(TextEnv):
 
     def __init__(self, split: str = "train", seed: int = 0, *, world_seed: int = 0, max_steps: int = 50,
                  reward_scale: float = 10.0, invalid_action_penalty: float = 0.1, require_think: bool = False,
-                 accept_put_alias: bool = True, num_games: Optional[int] = None) -> None:
+                 accept_put_alias: bool = True, num_games: Optional[int] = None, backend: str = "sim",
+                 games_dir: Optional[str] = None) -> None:
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
         if max_steps < 1:
@@ -71,12 +94,23 @@ class AlfWorldEnv(TextEnv):
         self.invalid_action_penalty = float(invalid_action_penalty)
         self.require_think = bool(require_think)
         self.accept_put_alias = bool(accept_put_alias)
-        self.num_games = int(num_games) if num_games is not None else DEFAULT_SPLIT_SIZES[split]
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+        self.backend = backend
+        self.game_files: List[str] = []
+        self._tw_games: Dict[str, Any] = {}  # loaded TextWorld games by path (loading takes about a second)
+        if backend == "textworld":
+            self.game_files = _textworld_game_files(split, games_dir)
+            available = len(self.game_files)
+            self.num_games = min(int(num_games), available) if num_games is not None else available
+        else:
+            self.num_games = int(num_games) if num_games is not None else DEFAULT_SPLIT_SIZES[split]
         if self.num_games < 1:
             raise ValueError("num_games must be >= 1")
         self._rng = random.Random(seed)
         self.game: Optional[GameSpec] = None
-        self.house: Optional[Household] = None
+        self.house: Optional[Any] = None  # Household, or textworld_backend.TextWorldHousehold
+        self.task_type = ""
         self._done = True
         self.turn = 0
         self._invalid = 0
@@ -95,17 +129,26 @@ class AlfWorldEnv(TextEnv):
                 idx = random.Random(seed).randrange(self.num_games)
             else:
                 idx = self._rng.randrange(self.num_games)
-            self.game = cached_game(self.split, idx, self.world_seed)
-        self.house = Household(self.game, accept_put_alias=self.accept_put_alias)
+            if self.backend == "textworld":
+                self.game = None
+                self.house = self._textworld_house(idx)
+            else:
+                self.game = cached_game(self.split, idx, self.world_seed)
+        if self.game is not None:
+            self.house = Household(self.game, accept_put_alias=self.accept_put_alias)
+            goal, task_id, self.task_type = self.game.goal, self.game.task_id, self.game.task_type
+        else:
+            tw = self.house.game
+            goal, task_id, self.task_type = tw.goal, tw.path, tw.task_type
         self._done = False
         self.turn = 0
         self._invalid = 0
         obs = self.house.initial_observation()
         info = {
-            "instruction": INSTRUCTION.format(goal=self.game.goal),
-            "task_id": self.game.task_id,
-            "task_type": self.game.task_type,
-            "goal": self.game.goal,
+            "instruction": INSTRUCTION.format(goal=goal),
+            "task_id": task_id,
+            "task_type": self.task_type,
+            "goal": goal,
             "admissible_actions": self.house.admissible_commands(),
             "anchor_obs": obs,
         }
@@ -142,7 +185,7 @@ class AlfWorldEnv(TextEnv):
         }
         if terminated or truncated:
             self._done = True
-            task = self.game.task_type
+            task = self.task_type
             info.update(won=won, success=won, metrics={
                 "success": float(won),
                 f"success_{task}": float(won),
@@ -152,15 +195,30 @@ class AlfWorldEnv(TextEnv):
             })
         return obs, float(reward), terminated, truncated, info
 
+    def _textworld_house(self, idx: int) -> Any:
+        from envs.alfworld.textworld_backend import TextWorldGame, TextWorldHousehold
+
+        path = self.game_files[idx]
+        game = self._tw_games.get(path)
+        if game is None:
+            if len(self._tw_games) >= 16:
+                self._tw_games.pop(next(iter(self._tw_games))).close()
+            game = self._tw_games[path] = TextWorldGame(path)
+        return TextWorldHousehold(game, accept_put_alias=self.accept_put_alias)
+
     # ------------------------------------------------------------------ oracle
     def expert_response(self) -> str:
         if self.house is None:
             raise RuntimeError("AlfWorldEnv.expert_response called before reset()")
+        if self.game is None:  # real engine: the game's walkthrough
+            return f"<think>follow the walkthrough</think><action>{self.house.expert_command()}</action>"
         return expert_text(self.house)
 
     def expert_command(self) -> str:
         if self.house is None:
             raise RuntimeError("AlfWorldEnv.expert_command called before reset()")
+        if self.game is None:
+            return self.house.expert_command()
         return expert_step(self.house)[0]
 
     # ------------------------------------------------------------------ texts and tables
