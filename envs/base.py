@@ -8,6 +8,7 @@ exception. Batched play is the sampler's job (``src/rollout``), not the environm
 from __future__ import annotations
 
 import abc
+import random
 from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
 
 StepResult = Tuple[str, float, bool, bool, Dict[str, Any]]
@@ -33,6 +34,15 @@ class TextEnv(abc.ABC):
     def reset(self, seed: Optional[int] = None, options: Optional[dict] = None) -> Tuple[str, Dict[str, Any]]:
         """Start an episode. ``options={"index": i}`` selects task ``i`` of the split
         (deterministically); otherwise ``seed`` (or the env's own RNG) draws one."""
+
+    def task_index(self, seed: Optional[int], options: Optional[dict], rng: random.Random) -> int:
+        """The task a ``reset`` selects: ``options["index"]`` (mod ``num_tasks()``), else one drawn
+        with ``seed``, else one drawn from the env's own ``rng``."""
+        if options and "index" in options:
+            return int(options["index"]) % self.num_tasks()
+        if seed is not None:
+            return random.Random(seed).randrange(self.num_tasks())
+        return rng.randrange(self.num_tasks())
 
     @abc.abstractmethod
     def step(self, response: str) -> StepResult:

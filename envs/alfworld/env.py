@@ -123,12 +123,7 @@ class AlfWorldEnv(TextEnv):
         if options and options.get("game") is not None:
             self.game = options["game"]  # a hand-made GameSpec (tests, exported games)
         else:
-            if options and "index" in options:
-                idx = int(options["index"]) % self.num_games
-            elif seed is not None:
-                idx = random.Random(seed).randrange(self.num_games)
-            else:
-                idx = self._rng.randrange(self.num_games)
+            idx = self.task_index(seed, options, self._rng)
             if self.backend == "textworld":
                 self.game = None
                 self.house = self._textworld_house(idx)

@@ -91,13 +91,7 @@ class DeepSearchEnv(TextEnv):
         return len(self.tasks)
 
     def reset(self, seed: Optional[int] = None, options: Optional[dict] = None) -> Tuple[str, Dict[str, Any]]:
-        if options and "index" in options:
-            idx = int(options["index"]) % len(self.tasks)
-        elif seed is not None:
-            idx = random.Random(seed).randrange(len(self.tasks))
-        else:
-            idx = self._rng.randrange(len(self.tasks))
-        self._task = self.tasks[idx]
+        self._task = self.tasks[self.task_index(seed, options, self._rng)]
         self._done = False
         self.turn = 0
         self._num_searches = 0

@@ -101,13 +101,7 @@ class WebShopEnv(TextEnv):
         return len(self.goals)
 
     def reset(self, seed: Optional[int] = None, options: Optional[dict] = None) -> Tuple[str, Dict[str, Any]]:
-        if options and "index" in options:
-            idx = int(options["index"]) % len(self.goals)
-        elif seed is not None:
-            idx = random.Random(seed).randrange(len(self.goals))
-        else:
-            idx = self._rng.randrange(len(self.goals))
-        goal = self.goals[idx]
+        goal = self.goals[self.task_index(seed, options, self._rng)]
         self.browser = Browser(self.shop, goal, self.noun_parser)
         self._done = False
         self.turn = 0
