@@ -57,7 +57,8 @@ def supervised_fine_tune(
     rng = random.Random(seed)
     model.train()
     losses = []
-    for _ in range(steps):
+    start = time.perf_counter()
+    for step in range(steps):
         batch = collate_steps(rng.sample(rows, min(batch_size, len(rows))), tokenizer.pad_token_id)
         batch = {k: v.to(device) for k, v in batch.items()}
         log_probs = token_log_probs(response_logits(model, batch), batch["targets"])
@@ -69,6 +70,9 @@ def supervised_fine_tune(
         optimizer.step()
         schedule.step()
         losses.append(loss.item())
+        if (step + 1) % 100 == 0 and step + 1 < steps:  # long warm starts (big prompts on a CPU) show progress
+            log.info(f"Warm start: step {step + 1}/{steps}, loss {sum(losses[-100:]) / 100:.3f}, "
+                     f"{time.perf_counter() - start:.0f}s")
     return {"first_loss": losses[0] if losses else float("nan"), "last_loss": losses[-1] if losses else float("nan")}
 
 
