@@ -13,6 +13,8 @@ from typing import Dict
 import torch
 from torch import Tensor
 
+from src.algos.losses import masked_mean
+
 __all__ = ["pearson_corr", "step_score_norms", "token_score_stats"]
 
 
@@ -46,14 +48,9 @@ def token_score_stats(logits: Tensor, targets: Tensor, temperature: float = 1.0,
 def step_score_norms(stats: Dict[str, Tensor], mask: Tensor) -> Dict[str, Tensor]:
     """Per-step (row) means over real tokens of :func:`token_score_stats`' outputs, plus the mean
     score norm ``sampled_norm`` (mean of sqrt(sampled_sq)), each (N,); 0 for a row without tokens."""
-    w = mask.to(stats["sampled_sq"].dtype)
-    count = w.sum(dim=1).clamp_min(1.0)
-
-    def row_mean(x: Tensor) -> Tensor:
-        return torch.where(mask, x, torch.zeros_like(x)).sum(dim=1) / count
-
-    return {"sampled_sq": row_mean(stats["sampled_sq"]), "expected_sq": row_mean(stats["expected_sq"]),
-            "sampled_norm": row_mean(stats["sampled_sq"].clamp_min(0.0).sqrt())}
+    return {"sampled_sq": masked_mean(stats["sampled_sq"], mask, dim=1),
+            "expected_sq": masked_mean(stats["expected_sq"], mask, dim=1),
+            "sampled_norm": masked_mean(stats["sampled_sq"].clamp_min(0.0).sqrt(), mask, dim=1)}
 
 
 def pearson_corr(x: Tensor, y: Tensor) -> Tensor:
