@@ -63,6 +63,12 @@ class TextEnv(abc.ABC):
         return ()
 
     @classmethod
+    def summary_metrics(cls, metrics: Mapping[str, float]) -> Dict[str, float]:
+        """Metrics derived from the episode means of a whole validation pass (e.g. averages over
+        dataset families), logged beside them. Default: none."""
+        return {}
+
+    @classmethod
     def report(cls, metrics: Mapping[str, float]) -> str:
         """The task's results table as its papers print it, from episode-mean metrics keyed as the
         rollout summary names them (``success``, ``episode_return``, ``task/<metric>``...).

@@ -39,7 +39,7 @@ class ScriptedSampler:
 
 @pytest.fixture
 def datamodule():
-    dm = RolloutDataModule(env_name="deepsearch", sampler=ScriptedSampler(), groups=4, group_size=2)
+    dm = RolloutDataModule(env_name="deepsearch", sampler=ScriptedSampler(), groups=4, group_size=2, val_split="test")
     dm.setup("fit")
     return dm
 

@@ -6,18 +6,28 @@ ends the episode with ``<answer>…</answer>``, scored by normalised exact match
 action, with both tags, with more than one of a tag, or with an empty action is invalid: feedback
 text, ``-invalid_action_penalty``, and the turn still counts. After ``max_turns`` turns without an
 answer the episode is truncated; a search on the last turn is not executed.
+
+Questions come from the bundled benchmark (:mod:`envs.deepsearch.benchmark`: seven families over a
+seeded world) or, with ``data_dir`` (+ ``corpus_path``), from FlashRAG files (:mod:`envs.deepsearch.data`).
 """
 from __future__ import annotations
 
+import functools
+import itertools
 import random
 import re
-from typing import Any, Dict, Iterable, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from envs.base import StepResult, TextEnv
-from envs.deepsearch.retriever import cached_retriever, format_docs
+from envs.deepsearch.benchmark import FAMILIES, FAMILY_TITLES, IN_DOMAIN, SPLITS, bundled_questions, check_families
+from envs.deepsearch.data import load_corpus, load_questions
+from envs.deepsearch.retriever import RetrieverSpec, cached_retriever, format_docs, retriever_settings
 from envs.deepsearch.scoring import exact_match, f1_score
-from envs.deepsearch.world import DEFAULT_NUM_ENTITIES, SPLITS, get_world
+from envs.deepsearch.world import DEFAULT_NUM_ENTITIES, get_world
 from envs.registry import register_env
+
+#: passages of a real corpus used to train the tiny local tokenizer (the rest add little vocabulary)
+TOKENIZER_PASSAGES = 20_000
 
 INSTRUCTION = (
     "Answer the question. First reason inside <think> </think>. To look something up, write "
@@ -63,19 +73,57 @@ def parse_action(response: str, require_think: bool = False) -> Tuple[str, str, 
 
 @register_env("deepsearch")
 class DeepSearchEnv(TextEnv):
-    """Multi-turn search QA over :func:`envs.deepsearch.world.build_world` ``(world_seed, num_entities)``."""
+    """Multi-turn search QA. Questions: the bundled benchmark of world ``(world_seed, num_entities)``,
+    or FlashRAG files under ``data_dir`` searched in ``corpus_path``.
+
+    Args:
+        split: ``"train"`` or ``"test"``.
+        families: datasets of the split (default: train = nq + hotpotqa, test = all seven bundled
+            families; with ``data_dir`` any FlashRAG dataset folder names).
+        retriever: ``"bm25"`` / ``"dense"`` / ``"remote"`` or a mapping with ``name`` and options
+            (``configs/retriever/``).
+        max_questions_per_family: keep the first N questions of each family (``None``: all).
+    """
 
     def __init__(self, split: str = "train", seed: int = 0, *, world_seed: int = 0,
                  num_entities: int = DEFAULT_NUM_ENTITIES, max_turns: int = 4, top_k: int = 3,
-                 invalid_action_penalty: float = 0.01, require_think: bool = False) -> None:
+                 invalid_action_penalty: float = 0.01, require_think: bool = False,
+                 retriever: RetrieverSpec = "bm25", families: Optional[Sequence[str]] = None,
+                 data_dir: Optional[str] = None, corpus_path: Optional[str] = None,
+                 max_questions_per_family: Optional[int] = None) -> None:
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
         if max_turns < 1:
-            raise ValueError("max_turns must be >= 1")
+            raise ValueError("task.env.max_turns must be >= 1")
         self.split = split
-        self.world = get_world(world_seed, num_entities)
-        self.retriever = cached_retriever((int(world_seed), int(num_entities)), self.world.corpus, top_k)
-        self.tasks = self.world.questions(split)
+        families = tuple(families) if families is not None else (IN_DOMAIN if split == "train" else FAMILIES)
+        cap = None if max_questions_per_family is None else int(max_questions_per_family)
+        settings = retriever_settings(retriever)
+        if data_dir is None:
+            if corpus_path is not None:
+                raise ValueError("task.env.corpus_path is set without task.env.data_dir: a custom corpus needs "
+                                 "its own question files (FlashRAG layout <data_dir>/<dataset>/<split>.jsonl)")
+            world = get_world(world_seed, num_entities)
+            if split == "train" and set(families) - set(IN_DOMAIN):
+                raise ValueError(f"task.env.families={list(families)}: the bundled train split holds only "
+                                 f"{list(IN_DOMAIN)}; the other families are out-of-domain test sets")
+            check_families(families)
+            self.tasks = _capped(bundled_questions(world, split, families), cap)
+            corpus: Optional[List[dict]] = world.corpus
+            corpus_key: tuple = ("world", int(world_seed), int(num_entities))
+        else:
+            self.tasks = list(_file_questions(str(data_dir), families, split, cap))
+            if settings["name"] == "remote":
+                corpus, corpus_key = None, ("remote",)  # the server owns the corpus
+            elif corpus_path is None:
+                raise ValueError("task.env.data_dir needs task.env.corpus_path (a FlashRAG corpus jsonl) for "
+                                 f"retriever={settings['name']}, or retriever=remote with a running server")
+            else:
+                corpus, corpus_key = _file_corpus(str(corpus_path)), ("file", str(corpus_path))
+        if not self.tasks:
+            raise ValueError(f"no questions for split {split!r} and families {list(families)}")
+        self.families = families
+        self.retriever = cached_retriever(corpus_key, settings, corpus, top_k)
         self.max_turns = int(max_turns)
         self.max_steps = self.max_turns
         self.top_k = int(top_k)
@@ -103,6 +151,7 @@ class DeepSearchEnv(TextEnv):
             "instruction": f"{INSTRUCTION}\n{obs}",
             "task_id": self._task["id"],
             "question": self._task["question"],
+            "family": self._task["family"],
             "golden_answers": list(self._task["golden_answers"]),
             "anchor_obs": obs,
         }
@@ -157,6 +206,8 @@ class DeepSearchEnv(TextEnv):
                 "answered": float(answered),
                 "num_searches": float(self._num_searches),
                 "invalid_actions": float(self._invalid),
+                # per dataset family: the rollout summary averages a key over the episodes that have it
+                f"em_{self._task['family']}": answer_em,
             })
         return obs, float(reward), terminated, truncated, info
 
@@ -168,26 +219,119 @@ class DeepSearchEnv(TextEnv):
 
     @classmethod
     def tokenizer_corpus(cls, **cfg: Any) -> Iterable[str]:
-        world = get_world(int(cfg.get("world_seed", 0)), int(cfg.get("num_entities", DEFAULT_NUM_ENTITIES)))
         max_turns = int(cfg.get("max_turns", 4))
         yield INSTRUCTION
         yield INVALID_FEEDBACK
         yield TURN_LIMIT_TEXT
         yield NO_RESULTS_TEXT
-        for doc in world.corpus:
-            yield doc["contents"]
-        by_name = {e.name: i for i, e in enumerate(world.entities)}
-        for q in world.questions():
+        if cfg.get("data_dir") is not None:
+            questions = [q for split in SPLITS for q in cls(split=split, **cfg).tasks]
+            if cfg.get("corpus_path") is not None:
+                for doc in _file_corpus(str(cfg["corpus_path"]))[:TOKENIZER_PASSAGES]:
+                    yield doc["contents"]
+            passage_of: Dict[str, dict] = {}
+        else:
+            world = get_world(int(cfg.get("world_seed", 0)), int(cfg.get("num_entities", DEFAULT_NUM_ENTITIES)))
+            questions = bundled_questions(world)
+            for doc in world.corpus:
+                yield doc["contents"]
+            passage_of = world.passage_of
+        for q in questions:
             yield f"Question: {q['question']}"
-            docs = [world.corpus[by_name[name]] for name in q["chain"]]
-            yield "<information>" + format_docs(docs) + "</information>"
-            for turn in range(len(q["queries"]) + 1):
+            docs = [passage_of[title] for title in q.get("support", ()) if title in passage_of]
+            if docs:
+                yield "<information>" + format_docs(docs) + "</information>"
+            for turn in range(len(_queries(q)) + 1):
                 yield expert_response_for(q, turn, max_turns)
+
+    # ------------------------------------------------------------------ results
+    @classmethod
+    def summary_metrics(cls, metrics: Mapping[str, float]) -> Dict[str, float]:
+        """Search-R1's averages over dataset families (macro: each family counts once): in-domain
+        (NQ, HotpotQA), out-of-domain (the other five) and all, from the ``task/em_<family>`` means."""
+        per_family = _family_em(metrics)
+        out: Dict[str, float] = {}
+        for name, members in (("in_domain", [f for f in per_family if f in IN_DOMAIN]),
+                              ("out_of_domain", [f for f in per_family if f not in IN_DOMAIN]),
+                              ("average", list(per_family))):
+            if members:
+                out[f"task/em_{name}"] = sum(per_family[f] for f in members) / len(members)
+        return out
+
+    @classmethod
+    def report(cls, metrics: Mapping[str, float]) -> str:
+        """EM (%) per dataset family, then the in-domain, out-of-domain and overall averages, in the
+        layout of Search-R1's and the EMPG paper's tables († in-domain, * out-of-domain)."""
+        per_family = _family_em(metrics)
+        if not per_family:
+            return ""
+        averages = cls.summary_metrics(metrics)
+        header, row = [], []
+        for family in [f for f in FAMILIES if f in per_family] + [f for f in per_family if f not in FAMILIES]:
+            header.append(FAMILY_TITLES.get(family, family) + ("†" if family in IN_DOMAIN else "*"))
+            row.append(per_family[family])
+        for name, title in (("in_domain", "In-domain"), ("out_of_domain", "Out-of-domain"), ("average", "Avg")):
+            if f"task/em_{name}" in averages:
+                header.append(title)
+                row.append(averages[f"task/em_{name}"])
+        cells = [f"{100.0 * v:.1f}" for v in row]
+        widths = [max(len(h), len(c)) for h, c in zip(header, cells)]
+        return "\n".join([
+            "| " + " | ".join(h.rjust(w) for h, w in zip(header, widths)) + " |",
+            "|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|",
+            "| " + " | ".join(c.rjust(w) for c, w in zip(cells, widths)) + " |",
+            "Exact match (%) per dataset family; averages are means over families.",
+        ])
+
+
+_SUMMARY_KEYS = ("in_domain", "out_of_domain", "average")
+
+
+def _family_em(metrics: Mapping[str, float]) -> Dict[str, float]:
+    """``{family: EM}`` from ``task/em_<family>`` (or ``em_<family>``) keys, averages excluded."""
+    out: Dict[str, float] = {}
+    for key, value in metrics.items():
+        name = key.removeprefix("task/")
+        if name.startswith("em_") and name[3:] not in _SUMMARY_KEYS:
+            out[name[3:]] = float(value)
+    return out
+
+
+def _capped(rows: List[dict], cap: Optional[int]) -> List[dict]:
+    """The first ``cap`` questions of each family, order kept."""
+    if cap is None:
+        return rows
+    counts: Dict[str, int] = {}
+    out = []
+    for q in rows:
+        counts[q["family"]] = counts.get(q["family"], 0) + 1
+        if counts[q["family"]] <= cap:
+            out.append(q)
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _file_questions(data_dir: str, families: Tuple[str, ...], split: str, cap: Optional[int]) -> Tuple[dict, ...]:
+    """FlashRAG questions, read once per process (the DataModule builds one env per batch slot),
+    interleaved by dataset like the bundled test split."""
+    rows = load_questions(data_dir, families, split, cap)
+    by_family = [[q for q in rows if q["family"] == f] for f in families]
+    return tuple(q for group in itertools.zip_longest(*by_family) for q in group if q is not None)
+
+
+@functools.lru_cache(maxsize=2)
+def _file_corpus(path: str) -> List[dict]:
+    return load_corpus(path)
+
+
+def _queries(task: dict) -> List[str]:
+    # FlashRAG files carry no search plan: the oracle then searches the question itself
+    return list(task.get("queries") or [task["question"]])
 
 
 def expert_response_for(task: dict, turn: int, max_turns: int) -> str:
     """The oracle's response after ``turn`` turns: follow the plan's queries, then answer."""
-    queries = task["queries"]
+    queries = _queries(task)
     if turn < len(queries) and turn + 1 < max_turns:
         return f"<think>search {queries[turn]}</think><search>{queries[turn]}</search>"
     return f"<think>answer found</think><answer>{task['golden_answers'][0]}</answer>"

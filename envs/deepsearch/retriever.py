@@ -1,12 +1,20 @@
-"""Sparse BM25 retrieval over a FlashRAG corpus with ``bm25s`` (offline, in-process)."""
+"""Retrieval over a FlashRAG corpus (``{"id", "contents": "\\"Title\\"\\ntext"}`` rows) behind one interface.
+
+``make_retriever(spec, corpus, top_k)`` builds the retriever a config names (``retriever=bm25 | dense |
+remote``, see ``configs/retriever/``): ``bm25`` (``bm25s``, in-process, the default), ``dense`` (e5-style
+embeddings + FAISS, the ``.[dense]`` extra, :mod:`envs.deepsearch.dense`) or ``remote`` (a retrieval
+server over HTTP, :mod:`envs.deepsearch.server`), all returning corpus rows best first.
+"""
 from __future__ import annotations
 
+import abc
+import importlib
 import logging
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import bm25s
 
-_MAX_QUERY_CHARS = 1000  # a model may put kilobytes in <search>; BM25 needs only the start
+MAX_QUERY_CHARS = 1000  # a model may put kilobytes in <search>; retrieval needs only the start
 
 
 def split_contents(contents: str) -> tuple:
@@ -24,7 +32,21 @@ def format_docs(docs: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
-class BM25Retriever:
+class Retriever(abc.ABC):
+    """Top-k search over a corpus. Subclasses implement :meth:`search_batch`."""
+
+    top_k: int = 3
+
+    def search(self, query: str, k: Optional[int] = None) -> List[dict]:
+        """The best ``k`` (default ``top_k``) corpus rows for ``query``, best first."""
+        return self.search_batch([query], k)[0]
+
+    @abc.abstractmethod
+    def search_batch(self, queries: Sequence[str], k: Optional[int] = None) -> List[List[dict]]:
+        """One result list per query (each at most ``k`` rows, best first; may be shorter or empty)."""
+
+
+class BM25Retriever(Retriever):
     """BM25 index over ``corpus`` (list of ``{"id", "contents"}``); ``search`` gives the top-k dicts.
 
     Documents that share no term with the query (score 0) are not returned, so a query of only
@@ -41,14 +63,11 @@ class BM25Retriever:
         self._bm25 = bm25s.BM25()
         self._bm25.index(tokens, show_progress=False)
 
-    def search(self, query: str, k: Optional[int] = None) -> List[dict]:
-        return self.search_batch([query], k)[0]
-
     def search_batch(self, queries: Sequence[str], k: Optional[int] = None) -> List[List[dict]]:
         if not queries:
             return []
         k = min(int(k or self.top_k), len(self.corpus))
-        texts = [str(q)[:_MAX_QUERY_CHARS] for q in queries]
+        texts = [str(q)[:MAX_QUERY_CHARS] for q in queries]
         tokens = bm25s.tokenize(texts, stopwords="en", return_ids=False, show_progress=False)
         ids, scores = self._bm25.retrieve(tokens, k=k, show_progress=False, n_threads=0)
         out: List[List[dict]] = []
@@ -57,11 +76,43 @@ class BM25Retriever:
         return out
 
 
-_CACHE: Dict[tuple, BM25Retriever] = {}
+# name -> "module:Class"; dense and remote import lazily so the default install needs neither extra.
+RETRIEVERS: Dict[str, str] = {
+    "bm25": "envs.deepsearch.retriever:BM25Retriever",
+    "dense": "envs.deepsearch.dense:DenseRetriever",
+    "remote": "envs.deepsearch.server:RemoteRetriever",
+}
+
+RetrieverSpec = Union[str, Mapping[str, Any], None]
 
 
-def cached_retriever(key: tuple, corpus: List[dict], top_k: int = 3) -> BM25Retriever:
-    """One index per ``key`` (e.g. ``(world_seed, num_entities)``) per process."""
-    if key not in _CACHE:
-        _CACHE[key] = BM25Retriever(corpus, top_k=top_k)
-    return _CACHE[key]
+def retriever_settings(spec: RetrieverSpec) -> Dict[str, Any]:
+    """Normalise a retriever spec (a name, or a mapping with ``name`` and the class's options)."""
+    if spec is None:
+        spec = "bm25"
+    settings = {"name": spec} if isinstance(spec, str) else dict(spec)
+    name = settings.get("name")
+    if name not in RETRIEVERS:
+        raise ValueError(f"task.env.retriever.name={name!r} is not a retriever; allowed values: {sorted(RETRIEVERS)} "
+                         f"(select one with retriever=<name>)")
+    return settings
+
+
+def make_retriever(spec: RetrieverSpec, corpus: List[dict], top_k: int = 3) -> Retriever:
+    """Build the retriever ``spec`` names over ``corpus``; its other keys go to the class."""
+    settings = retriever_settings(spec)
+    module_name, _, class_name = RETRIEVERS[settings.pop("name")].partition(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cls(corpus, top_k=top_k, **settings)
+
+
+_CACHE: Dict[tuple, Retriever] = {}
+
+
+def cached_retriever(key: tuple, spec: RetrieverSpec, corpus: List[dict], top_k: int = 3) -> Retriever:
+    """One retriever per (corpus ``key``, spec, top_k) per process: the envs of a run share one index."""
+    settings = retriever_settings(spec)
+    full_key = (key, repr(sorted(settings.items())), int(top_k))
+    if full_key not in _CACHE:
+        _CACHE[full_key] = make_retriever(settings, corpus, top_k)
+    return _CACHE[full_key]

@@ -1,25 +1,21 @@
-"""A seeded, fictional knowledge world for the deep-search task.
+"""A seeded, fictional knowledge world: the entities and the FlashRAG corpus of the deep-search task.
 
-Everything is built from ``random.Random(seed)``: invented names from syllables, four entity types
-(countries, cities, people, companies) linked by relations, one short passage per entity in the
-FlashRAG corpus format (``{"id": str, "contents": "\"Title\"\ntext"}``), and single-hop and two-hop
-(bridge) questions with their expert search plan. The train/val split is by question: a seeded draw
-sends ~15% of the questions to val, so the splits share no question text and no search chain
-(entity + relation sequence), while the world itself (entities, corpus) is shared, as the real QA
-benchmarks share Wikipedia. A held-out question asks a new relation chain about known entities,
-so answering it takes reading the retrieved passages, not recall of a training answer.
+Everything is built from ``random.Random(seed)``: invented names from syllables, five entity types
+(countries, cities, people, companies, and written works) linked by relations, one short passage per
+entity in the FlashRAG corpus format (``{"id": str, "contents": "\"Title\"\ntext"}``), and distractor
+passages whose titles nearly repeat an entity's name ("Old Varnhold", "Trelix Foundation", "Kingdom of
+Dravia", "Mira Tovick (ship)") and whose facts compete with the real ones, as look-alike Wikipedia
+pages do. Works are the long tail: no other passage mentions them. The question families built on
+this world live in :mod:`envs.deepsearch.benchmark`.
 """
 from __future__ import annotations
 
-import json
-import os
 import random
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
-SPLITS = ("train", "val")
 DEFAULT_NUM_ENTITIES = 400
-VAL_FRACTION = 0.15
+DISTRACTOR_FRACTION = 0.25  # share of countries, cities, people and companies with a look-alike page
 
 # Syllable material for invented names: consonant-vowel syllables, an optional coda on the last one,
 # then a suffix that marks the entity type (so names read like place / firm / person names).
@@ -37,6 +33,7 @@ _SUFFIXES = {
     "region": ["mere", "land", "reach", "aria", "ost"],
     "given": ["a", "o", "en", "is", "an", "ia", "el"],
     "family": ["ick", "ane", "ell", "ard", "ov", "ek", "orn"],
+    "work": ["ine", "ande", "ora", "ith", "elle", "ars"],
 }
 _SYLLABLES = {"given": (1, 2), "family": (1, 2), "currency": (1, 1), "language": (1, 2)}
 
@@ -46,6 +43,8 @@ OCCUPATIONS = ["painter", "engineer", "teacher", "architect", "chemist", "sailor
 INDUSTRIES = ["shipbuilding", "textiles", "mining", "software", "banking", "brewing", "publishing",
               "railways", "pharmaceuticals", "farming", "glassmaking", "insurance", "aviation",
               "fishing", "robotics"]
+GENRES = ["mystery", "romance", "adventure", "satire", "fantasy", "travel", "history", "poetry"]
+WORK_NOUNS = ["Letters", "Chronicle", "Voyage", "Garden", "Saga", "Lantern", "Orchard", "Bridge"]
 
 # Invented names must not be English words (nor words of our own templates): a small guard list.
 _ENGLISH = set("""
@@ -108,155 +107,79 @@ def _entity_counts(num_entities: int) -> Dict[str, int]:
     cities = max(countries, round(0.27 * num_entities))
     companies = max(2, round(0.25 * num_entities))
     people = num_entities - countries - cities - companies
-    return {"country": countries, "city": cities, "person": people, "company": companies}
+    # works come on top: the long tail, each mentioned by its own passage only
+    works = max(2, round(0.12 * num_entities))
+    return {"country": countries, "city": cities, "person": people, "company": companies, "work": works}
 
 
-def _passage(e: Entity) -> str:
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+def _passage(e: Entity, country_region: Dict[str, str]) -> str:
     a = e.attrs
     n = e.name
     if e.kind == "country":
-        text = (f"{n} is a country in the region of {a['region']}. The capital of {n} is {a['capital']}. "
+        text = (f"{n}, officially the Republic of {n}, is a country in the region of {a['region']}. "
+                f"The capital of {n} is {a['capital']}. "
                 f"The currency of {n} is the {a['currency']} and its language is {a['language']}.")
     elif e.kind == "city":
-        where = (f"{n} is the capital city of {a['country']}." if a["is_capital"]
-                 else f"{n} is a city in the country of {a['country']}.")
-        text = (f"{where} It lies on the banks of the river {a['river']}. "
-                f"{n} was founded in the year {a['founded']}.")
+        where = (f"{n} is the capital city of {a['country']}" if a["is_capital"]
+                 else f"{n} is a city in the country of {a['country']}")
+        text = (f"{where}, in the region of {country_region[a['country']]}. It lies on the banks of the river "
+                f"{a['river']}. {n} was founded in the year {a['founded']}.")
     elif e.kind == "person":
-        art = "an" if str(a["occupation"])[0] in "aeiou" else "a"
-        text = (f"{n} is {art} {a['occupation']} by profession. {n} was born in the city of {a['born']}. "
-                f"Today {n} works for the company {a['employer']}.")
-    else:
+        text = (f"{n} is {_article(a['occupation'])} {a['occupation']} by profession. {n} was born in the city of "
+                f"{a['born']}. Today {n} works for the company {a['employer']}.")
+    elif e.kind == "company":
         text = (f"{n} is a company in the {a['industry']} industry. It was founded by {a['founder']}. "
                 f"The headquarters of {n} are in the city of {a['hq']}.")
+    else:
+        text = (f"{n} is {_article(a['genre'])} {a['genre']} novel written by {a['author']}. "
+                f"It was first published in the year {a['published']}.")
     return f"\"{n}\"\n{text}"
 
 
-class World:
-    """Entities, the FlashRAG corpus and the questions of one seeded world."""
+def _distractor(e: Entity, rng: random.Random, cities: List[Entity]) -> Tuple[str, str]:
+    """``(title, text)`` of a look-alike page of ``e``: a near-duplicate title, a competing fact."""
+    n = e.name
+    other_city = rng.choice([c for c in cities if c.name != n]).name
+    year = rng.randint(800, 1950)
+    if e.kind == "country":
+        return (f"Kingdom of {n}", f"The Kingdom of {n} was the state that came before modern {n}. "
+                f"Its royal seat was the city of {other_city}, and it ended in the year {year}.")
+    if e.kind == "city":
+        return (f"Old {n}", f"Old {n} is the historic quarter of {n}. "
+                f"Its oldest church was built in the year {year}.")
+    if e.kind == "person":
+        return (f"{n} (ship)", f"The {n} is a ferry named after {n}. It was launched in the year {year} "
+                f"and sails from the port of {other_city}.")
+    return (f"{n} Foundation", f"The {n} Foundation is a charity funded by {n}. "
+            f"Its offices are in the city of {other_city}.")
 
-    def __init__(self, seed: int, entities: List[Entity]) -> None:
+
+class World:
+    """Entities, distractors and the FlashRAG corpus of one seeded world.
+
+    ``corpus[i]`` is the passage of ``entities[i]`` for ``i < len(entities)``; the distractor pages
+    follow. ``passage_of[name]`` is an entity's passage row.
+    """
+
+    def __init__(self, seed: int, entities: List[Entity], distractors: List[Tuple[str, str, str]]) -> None:
         self.seed = seed
         self.entities = entities
         self.by_name: Dict[str, Entity] = {e.name: e for e in entities}
-        self.corpus: List[Dict[str, str]] = [
-            {"id": str(i), "contents": _passage(e)} for i, e in enumerate(entities)
-        ]
-        self._questions = self._make_questions()
+        self.rivers = {str(e.attrs["river"]) for e in entities if e.kind == "city"}
+        self.languages = {str(e.attrs["language"]) for e in entities if e.kind == "country"}
+        region = {e.name: str(e.attrs["region"]) for e in entities if e.kind == "country"}
+        pages = [_passage(e, region) for e in entities] + [f"\"{t}\"\n{x}" for _, t, x in distractors]
+        self.corpus: List[Dict[str, str]] = [{"id": str(i), "contents": c} for i, c in enumerate(pages)]
+        self.passage_of: Dict[str, Dict[str, str]] = {e.name: self.corpus[i] for i, e in enumerate(entities)}
+        #: entity name -> title of its look-alike page, for the entities that have one
+        self.lookalike: Dict[str, str] = {name: title for name, title, _ in distractors}
 
-    # ------------------------------------------------------------------ questions
-    def _make_questions(self) -> List[dict]:
-        out: List[dict] = []
-        for e in self.entities:
-            for text, answer, chain, queries in self._questions_about(e):
-                out.append({
-                    "id": f"ds{self.seed}-{len(out):05d}",
-                    "question": text,
-                    "golden_answers": [str(answer)],
-                    "hops": len(chain),
-                    "chain": chain,
-                    "queries": queries,
-                    "split": self._split_of(text),
-                })
-        return out
-
-    def _split_of(self, question: str) -> str:
-        # string seeds hash with SHA-512 in `random`, so the draw is the same in every process
-        return "val" if random.Random(f"split/{self.seed}/{question}").random() < VAL_FRACTION else "train"
-
-    def _questions_about(self, e: Entity) -> List[Tuple[str, object, List[str], List[str]]]:
-        g = self.by_name
-        a = e.attrs
-        n = e.name
-        qs: List[Tuple[str, object, List[str], List[str]]] = []
-        if e.kind == "country":
-            cap = g[a["capital"]]
-            qs += [
-                (f"What is the capital of {n}?", a["capital"], [n], [f"{n} capital"]),
-                (f"What is the currency of {n}?", a["currency"], [n], [f"{n} currency"]),
-                (f"In which region is {n}?", a["region"], [n], [f"{n} region"]),
-                (f"What is the language of {n}?", a["language"], [n], [f"{n} language"]),
-                (f"In which year was the capital of {n} founded?", cap.attrs["founded"], [n, cap.name],
-                 [f"{n} capital", f"{cap.name} founded"]),
-                (f"On which river does the capital of {n} lie?", cap.attrs["river"], [n, cap.name],
-                 [f"{n} capital", f"{cap.name} river"]),
-            ]
-        elif e.kind == "city":
-            c = g[a["country"]]
-            qs += [
-                (f"In which country is {n}?", a["country"], [n], [f"{n} country"]),
-                (f"On which river does {n} lie?", a["river"], [n], [f"{n} river"]),
-                (f"In which year was {n} founded?", a["founded"], [n], [f"{n} founded"]),
-                (f"What is the currency of the country in which {n} lies?", c.attrs["currency"],
-                 [n, c.name], [f"{n} country", f"{c.name} currency"]),
-            ]
-            if not a["is_capital"]:
-                qs.append((f"What is the capital of the country in which {n} lies?", c.attrs["capital"],
-                           [n, c.name], [f"{n} country", f"{c.name} capital"]))
-        elif e.kind == "person":
-            city = g[a["born"]]
-            co = g[a["employer"]]
-            qs += [
-                (f"In which city was {n} born?", a["born"], [n], [f"{n} born"]),
-                (f"What is the profession of {n}?", a["occupation"], [n], [f"{n} profession"]),
-                (f"Which company does {n} work for?", a["employer"], [n], [f"{n} works company"]),
-                (f"In which country was {n} born?", city.attrs["country"], [n, city.name],
-                 [f"{n} born", f"{city.name} country"]),
-                (f"On which river lies the city where {n} was born?", city.attrs["river"], [n, city.name],
-                 [f"{n} born", f"{city.name} river"]),
-                (f"Who founded the company that {n} works for?", co.attrs["founder"], [n, co.name],
-                 [f"{n} works company", f"{co.name} founded"]),
-                (f"In which industry is the company that {n} works for?", co.attrs["industry"],
-                 [n, co.name], [f"{n} works company", f"{co.name} industry"]),
-            ]
-        else:
-            founder = g[a["founder"]]
-            hq = g[a["hq"]]
-            qs += [
-                (f"Who founded {n}?", a["founder"], [n], [f"{n} founded"]),
-                (f"In which city are the headquarters of {n}?", a["hq"], [n], [f"{n} headquarters"]),
-                (f"In which industry is {n}?", a["industry"], [n], [f"{n} industry"]),
-                (f"In which city was the founder of {n} born?", founder.attrs["born"], [n, founder.name],
-                 [f"{n} founded", f"{founder.name} born"]),
-                (f"In which country are the headquarters of {n}?", hq.attrs["country"], [n, hq.name],
-                 [f"{n} headquarters", f"{hq.name} country"]),
-            ]
-        return qs
-
-    def questions(self, split: Optional[str] = None) -> List[dict]:
-        """Questions of ``split`` ("train" / "val"), or all of them for ``None``."""
-        if split is None:
-            return list(self._questions)
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
-        return [q for q in self._questions if q["split"] == split]
-
-    # ------------------------------------------------------------------ files
-    def save(self, directory: str) -> None:
-        """Write ``corpus.jsonl`` and ``<split>.jsonl`` (FlashRAG layout plus our extra fields)."""
-        os.makedirs(directory, exist_ok=True)
-        _write_jsonl(os.path.join(directory, "corpus.jsonl"), self.corpus)
-        for split in SPLITS:
-            _write_jsonl(os.path.join(directory, f"{split}.jsonl"), self.questions(split))
-
-
-def _write_jsonl(path: str, rows: Iterable[dict]) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
-def read_jsonl(path: str) -> List[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def load_saved(directory: str) -> Tuple[List[dict], Dict[str, List[dict]]]:
-    """Read what :meth:`World.save` wrote: ``(corpus, {split: questions})``."""
-    corpus = read_jsonl(os.path.join(directory, "corpus.jsonl"))
-    questions = {s: read_jsonl(os.path.join(directory, f"{s}.jsonl"))
-                 for s in SPLITS if os.path.exists(os.path.join(directory, f"{s}.jsonl"))}
-    return corpus, questions
+    def of_kind(self, kind: str) -> List[Entity]:
+        return [e for e in self.entities if e.kind == kind]
 
 
 # ---------------------------------------------------------------------- building
@@ -275,6 +198,7 @@ def build_world(seed: int, num_entities: int = DEFAULT_NUM_ENTITIES) -> World:
     people = [Entity(f"{rng.choice(given)} {namer.word('family')}", "person")
               for _ in range(counts["person"])]
     rivers = [namer.word("river") for _ in range(max(4, counts["city"] // 2))]
+    works = [Entity(f"The {namer.word('work')} {rng.choice(WORK_NOUNS)}", "work") for _ in range(counts["work"])]
 
     for i, c in enumerate(countries):
         c.attrs.update(region=regions[i % n_regions] if i < n_regions else rng.choice(regions),
@@ -292,8 +216,14 @@ def build_world(seed: int, num_entities: int = DEFAULT_NUM_ENTITIES) -> World:
     for co in companies:
         co.attrs.update(industry=rng.choice(INDUSTRIES), founder=rng.choice(people).name,
                         hq=rng.choice(cities).name)
+    for w in works:
+        w.attrs.update(genre=rng.choice(GENRES), author=rng.choice(people).name, published=rng.randint(1500, 2000))
 
-    return World(seed, countries + cities + people + companies)
+    # a separate stream, so the look-alike pages never shift the entities of a seed
+    drng = random.Random(f"distractors/{seed}")
+    distractors = [(e.name, *_distractor(e, drng, cities)) for e in countries + cities + people + companies
+                   if drng.random() < DISTRACTOR_FRACTION]
+    return World(seed, countries + cities + people + companies + works, distractors)
 
 
 _WORLDS: Dict[Tuple[int, int], World] = {}

@@ -357,11 +357,23 @@ class AgentLitModule(LightningModule):
         self.log("time/train_s", time.perf_counter() - self._epoch_start, on_step=False, on_epoch=True)
 
     # ------------------------------------------------------------------ validation
+    def on_validation_epoch_start(self) -> None:
+        self._val_results: List[RolloutResult] = []
+
     def validation_step(self, batch: List[int], batch_idx: int) -> None:
-        result = self.trainer.datamodule.play_validation(self.policy, batch)
-        for key, value in result.summary().items():
-            self.log(f"val/{key}", value, on_step=False, on_epoch=True, sync_dist=True,
-                     batch_size=len(batch), prog_bar=key == "success")
+        self._val_results.append(self.trainer.datamodule.play_validation(self.policy, batch))
+
+    def on_validation_epoch_end(self) -> None:
+        # one summary over the whole pass, not a mean of batch means: a per-family metric is then the
+        # mean over that family's episodes however the batches split them
+        results = self._val_results
+        if not results:
+            return
+        summary = RolloutResult(steps=[s for r in results for s in r.steps],
+                                episodes=[e for r in results for e in r.episodes]).summary()
+        summary.update(type(self.trainer.datamodule.val_envs[0]).summary_metrics(summary))
+        for key, value in summary.items():
+            self.log(f"val/{key}", value, on_step=False, on_epoch=True, sync_dist=True, prog_bar=key == "success")
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> Dict[str, Any]:
