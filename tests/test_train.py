@@ -39,6 +39,10 @@ def test_smoke_epoch_runs_whole_loop(make_cfg, tmp_path, task, algo):
     if "train/loss" in metrics:
         assert "prop1/score_norm_sq" in metrics and "prop1/expected_score_norm_sq" in metrics
     assert 0.0 <= float(metrics["val/success"]) <= 1.0
+    if task == "deepsearch":  # 4 validation questions: the first of nq, triviaqa, popqa, hotpotqa
+        family_em = [float(metrics[f"val/task/em_{f}"]) for f in ("nq", "triviaqa", "popqa", "hotpotqa")]
+        assert float(metrics["val/task/em_average"]) == pytest.approx(sum(family_em) / 4)
+        assert float(metrics["val/task/em_in_domain"]) == pytest.approx((family_em[0] + family_em[3]) / 2)
     assert (tmp_path / "checkpoints" / "last.ckpt").exists()
     assert list((tmp_path / "tensorboard").rglob("events.out.tfevents*"))
 
