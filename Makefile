@@ -25,10 +25,10 @@ help: ## Show this help
 $(VENV)/.installed: setup.cfg requirements/constraints-cpu.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PIP) install -c requirements/constraints-cpu.txt -e ".[dev]"
+	$(PIP) install -c requirements/constraints-cpu.txt -e ".[dev,dense]"
 	touch $@
 
-install: $(VENV)/.installed ## Create the venv (if missing) and install the project with dev extras
+install: $(VENV)/.installed ## Create the venv (if missing) and install the project with the dev and dense extras
 
 train: install ## Train: make train ARGS="trainer.max_epochs=3 ..."
 	$(PY) src/train.py algo=empg task=deepsearch $(ARGS)
