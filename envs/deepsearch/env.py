@@ -20,7 +20,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from envs.base import StepResult, TextEnv
 from envs.deepsearch.benchmark import FAMILIES, FAMILY_TITLES, IN_DOMAIN, SPLITS, bundled_questions, check_families
-from envs.deepsearch.data import load_corpus, load_questions
+from envs.deepsearch.data import load_corpus, load_questions, question_file
 from envs.deepsearch.retriever import RetrieverSpec, cached_retriever, format_docs, retriever_settings
 from envs.deepsearch.scoring import exact_match, f1_score
 from envs.deepsearch.world import DEFAULT_NUM_ENTITIES, get_world
@@ -225,7 +225,7 @@ class DeepSearchEnv(TextEnv):
         yield TURN_LIMIT_TEXT
         yield NO_RESULTS_TEXT
         if cfg.get("data_dir") is not None:
-            questions = [q for split in SPLITS for q in cls(split=split, **cfg).tasks]
+            questions = [q for split in SPLITS if _has_split(cfg, split) for q in cls(split=split, **cfg).tasks]
             if cfg.get("corpus_path") is not None:
                 for doc in _file_corpus(str(cfg["corpus_path"]))[:TOKENIZER_PASSAGES]:
                     yield doc["contents"]
@@ -322,6 +322,18 @@ def _file_questions(data_dir: str, families: Tuple[str, ...], split: str, cap: O
 @functools.lru_cache(maxsize=2)
 def _file_corpus(path: str) -> List[dict]:
     return load_corpus(path)
+
+
+def _has_split(cfg: Mapping[str, Any], split: str) -> bool:
+    """Whether FlashRAG files of ``split`` exist for the configured datasets (an evaluation-only set
+    such as Bamboogle has no train file, yet its test questions still belong in the tokenizer)."""
+    families = cfg.get("families") or (IN_DOMAIN if split == "train" else FAMILIES)
+    try:
+        for family in families:
+            question_file(str(cfg["data_dir"]), family, split)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _queries(task: dict) -> List[str]:

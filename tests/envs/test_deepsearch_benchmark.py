@@ -234,3 +234,12 @@ def test_summary_metrics_and_report_are_macro_averages():
     assert header == ["NQ†", "PopQA*", "HotpotQA†", "Bamboogle*", "In-domain", "Out-of-domain", "Avg"]
     assert cells == ["50.0", "10.0", "30.0", "0.0", "40.0", "5.0", "22.5"]
     assert DeepSearchEnv.report({"success": 0.1}) == ""
+
+
+def test_tokenizer_text_from_flashrag_files_skips_a_missing_train_split(flashrag_dir):
+    cfg = {"data_dir": str(flashrag_dir / "data"), "corpus_path": str(flashrag_dir / "corpus.jsonl")}
+    texts = list(DeepSearchEnv.tokenizer_corpus(**cfg, families=["hotpotqa"]))  # hotpotqa: dev.jsonl only
+    assert "Question: When was the largest town of Pelm founded?" in texts
+    assert '"Quarrow"\nQuarrow was founded in 1702.' in texts  # corpus passages
+    both = list(DeepSearchEnv.tokenizer_corpus(**cfg, families=["nq"]))
+    assert "Question: In which valley is Lake Zorvan?" in both and "Question: When was Quarrow founded?" in both
