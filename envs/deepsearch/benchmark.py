@@ -279,7 +279,7 @@ def _in_test(seed: int, question: str) -> bool:
     return random.Random(f"split/{seed}/{question}").random() < TEST_FRACTION
 
 
-def _interleave(groups: List[List[dict]]) -> List[dict]:
+def interleave(groups: List[List[dict]]) -> List[dict]:
     """Round-robin over the groups, so any prefix holds each group in proportion to the smallest."""
     out: List[dict] = []
     for row in itertools.zip_longest(*groups):
@@ -305,7 +305,7 @@ def build_benchmark(world: World) -> Dict[str, List[dict]]:
         cap = min(MAX_TEST_PER_FAMILY, len(held))
         keep = sorted(random.Random(f"cap/{world.seed}/{family}").sample(range(len(held)), cap))
         test[family] = [dict(held[i], split="test") for i in keep]
-    return {"train": train, "test": _interleave([test[f] for f in FAMILIES])}
+    return {"train": train, "test": interleave([test[f] for f in FAMILIES])}
 
 
 _BENCHMARKS: Dict[tuple, Dict[str, List[dict]]] = {}

@@ -13,13 +13,13 @@ seeded world) or, with ``data_dir`` (+ ``corpus_path``), from FlashRAG files (:m
 from __future__ import annotations
 
 import functools
-import itertools
 import random
 import re
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from envs.base import StepResult, TextEnv
-from envs.deepsearch.benchmark import FAMILIES, FAMILY_TITLES, IN_DOMAIN, SPLITS, bundled_questions, check_families
+from envs.deepsearch.benchmark import (FAMILIES, FAMILY_TITLES, IN_DOMAIN, SPLITS, bundled_questions, check_families,
+                                       interleave)
 from envs.deepsearch.data import load_corpus, load_questions, question_file
 from envs.deepsearch.retriever import RetrieverSpec, cached_retriever, format_docs, retriever_settings
 from envs.deepsearch.scoring import exact_match, f1_score
@@ -315,8 +315,7 @@ def _file_questions(data_dir: str, families: Tuple[str, ...], split: str, cap: O
     """FlashRAG questions, read once per process (the DataModule builds one env per batch slot),
     interleaved by dataset like the bundled test split."""
     rows = load_questions(data_dir, families, split, cap)
-    by_family = [[q for q in rows if q["family"] == f] for f in families]
-    return tuple(q for group in itertools.zip_longest(*by_family) for q in group if q is not None)
+    return tuple(interleave([[q for q in rows if q["family"] == f] for f in families]))
 
 
 @functools.lru_cache(maxsize=2)
