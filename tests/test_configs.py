@@ -61,3 +61,13 @@ def test_wrong_choice_lists_allowed_values(group, options):
 def test_debug_smoke_wins_over_defaults(make_cfg):
     cfg = make_cfg()
     assert cfg.trainer.max_epochs == 1 and cfg.task.groups == 2 and cfg.model.warmstart.steps == 2
+
+
+@pytest.mark.parametrize("retriever", ["bm25", "dense", "remote"])
+def test_retriever_group_reaches_the_deepsearch_env(make_cfg, retriever):
+    cfg = make_cfg("task=deepsearch", f"retriever={retriever}", fast=False)
+    assert cfg.task.env.retriever.name == retriever
+    if retriever == "dense":
+        assert cfg.task.env.retriever.query_prefix == "query: " and cfg.task.env.retriever.index_dir.endswith("dense_index")
+    if retriever == "remote":
+        assert cfg.task.env.retriever.url.endswith("/retrieve")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import importlib
 import logging
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import bm25s
 
@@ -32,8 +32,11 @@ def format_docs(docs: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
+Hits = List[List[Tuple[dict, float]]]
+
+
 class Retriever(abc.ABC):
-    """Top-k search over a corpus. Subclasses implement :meth:`search_batch`."""
+    """Top-k search over a corpus. Subclasses implement :meth:`search_batch_with_scores`."""
 
     top_k: int = 3
 
@@ -41,9 +44,13 @@ class Retriever(abc.ABC):
         """The best ``k`` (default ``top_k``) corpus rows for ``query``, best first."""
         return self.search_batch([query], k)[0]
 
-    @abc.abstractmethod
     def search_batch(self, queries: Sequence[str], k: Optional[int] = None) -> List[List[dict]]:
         """One result list per query (each at most ``k`` rows, best first; may be shorter or empty)."""
+        return [[row for row, _ in hits] for hits in self.search_batch_with_scores(queries, k)]
+
+    @abc.abstractmethod
+    def search_batch_with_scores(self, queries: Sequence[str], k: Optional[int] = None) -> Hits:
+        """Per query, up to ``k`` ``(corpus row, score)`` pairs, best first (higher = more relevant)."""
 
 
 class BM25Retriever(Retriever):
@@ -63,17 +70,15 @@ class BM25Retriever(Retriever):
         self._bm25 = bm25s.BM25()
         self._bm25.index(tokens, show_progress=False)
 
-    def search_batch(self, queries: Sequence[str], k: Optional[int] = None) -> List[List[dict]]:
+    def search_batch_with_scores(self, queries: Sequence[str], k: Optional[int] = None) -> Hits:
         if not queries:
             return []
         k = min(int(k or self.top_k), len(self.corpus))
         texts = [str(q)[:MAX_QUERY_CHARS] for q in queries]
         tokens = bm25s.tokenize(texts, stopwords="en", return_ids=False, show_progress=False)
         ids, scores = self._bm25.retrieve(tokens, k=k, show_progress=False, n_threads=0)
-        out: List[List[dict]] = []
-        for row_ids, row_scores in zip(ids, scores):
-            out.append([self.corpus[int(i)] for i, s in zip(row_ids, row_scores) if s > 0])
-        return out
+        return [[(self.corpus[int(i)], float(s)) for i, s in zip(row_ids, row_scores) if s > 0]
+                for row_ids, row_scores in zip(ids, scores)]
 
 
 # name -> "module:Class"; dense and remote import lazily so the default install needs neither extra.
