@@ -87,21 +87,22 @@ def test_overlong_penalty_shapes_step_rewards(make_cfg):
         step.response_ids, step.old_log_probs, step.token_entropies = [7] * length, [-1.0] * length, [1.0] * length
         step.reward = 1.0
     # max_new_tokens 10, buffer 0.2 * 10 = 2 tokens: length 8 -> 0, 9 -> (8 - 9) / 2 = -0.5, 10 -> -1
-    batch = module._step_batch(rollout, num_traj=3, horizon=1, max_new_tokens=10)
+    batch, metrics = module._step_batch(rollout, num_traj=3, horizon=1, max_new_tokens=10)
     torch.testing.assert_close(batch.step_rewards[:, 0], torch.tensor([1.0, 0.5, 0.0]))
+    assert metrics["reward/overlong_penalty"] == pytest.approx(-0.5)  # mean of 0, -0.5, -1
 
 
 def test_kl_in_reward_subtracts_each_steps_summed_kl(make_cfg):
     module = _module(make_cfg, "algo=reinforce_pp", "algo.kl_coef=0.5", "algo.kl_type=k1")
     module.ref_model = copy.deepcopy(module.model).eval()
     rollout = synthetic_rollout(1, 2, 2, len(module.tokenizer), seed=1, fixed_length=True)
-    batch = module._step_batch(rollout, num_traj=2, horizon=2, max_new_tokens=8)
+    batch, metrics = module._step_batch(rollout, num_traj=2, horizon=2, max_new_tokens=8)
     rows = [s.training_row(0.0) for s in rollout.steps]
     ref, _ = score_rows(module.ref_model, rows, module.tokenizer.pad_token_id)
     for s, ref_lp in zip(rollout.steps, ref):
         kl = sum(o - r for o, r in zip(s.old_log_probs, ref_lp))  # k1 summed over the step's tokens
         assert batch.step_rewards[s.traj_id, s.step_idx].item() == pytest.approx(s.reward - 0.5 * kl, abs=1e-4)
-    assert "reward/kl" in module._shaping_metrics
+    assert "reward/kl" in metrics
 
 
 def test_value_head_values_and_anchors(make_cfg):
@@ -109,7 +110,7 @@ def test_value_head_values_and_anchors(make_cfg):
     assert module.value_head is not None
     torch.nn.init.constant_(module.value_head.bias, 0.25)
     rollout = synthetic_rollout(2, 2, 3, len(module.tokenizer), seed=2)
-    batch = module._step_batch(rollout, num_traj=5, horizon=3, max_new_tokens=8)  # one padding trajectory
+    batch, _ = module._step_batch(rollout, num_traj=5, horizon=3, max_new_tokens=8)  # one padding trajectory
     assert batch.values is not None
     torch.testing.assert_close(batch.values[batch.mask], torch.full((len(rollout.steps),), 0.25))
     assert not batch.mask[4].any() and batch.group_ids[4] < 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from lightning import LightningModule
@@ -108,7 +108,6 @@ class AgentLitModule(LightningModule):
         self._kl_coef = float(algo.get("kl_coef", 0.0))
         self._prepared = False
         self._rollout_metrics: Dict[str, float] = {}
-        self._shaping_metrics: Dict[str, float] = {}
         self._histograms: Dict[str, torch.Tensor] = {}
         self._prop1: List[torch.Tensor] = []
         self._epoch_start = 0.0
@@ -147,8 +146,8 @@ class AgentLitModule(LightningModule):
         The metrics are stored and logged at the start of the epoch."""
         start = time.perf_counter()
         datamodule = self.trainer.datamodule
-        local = self._step_batch(rollout, datamodule.local_trajectories, datamodule.max_steps,
-                                 datamodule.sampler.max_new_tokens)
+        local, shaping_metrics = self._step_batch(rollout, datamodule.local_trajectories, datamodule.max_steps,
+                                                  datamodule.sampler.max_new_tokens)
         world = self.trainer.world_size if self._trainer is not None else 1
         batch = local.map(self._gather) if world > 1 else local
         metrics: Dict[str, float] = dict(played_metrics or {f"rollout/{k}": v for k, v in rollout.summary().items()})
@@ -176,7 +175,7 @@ class AgentLitModule(LightningModule):
         })
         metrics["time/rollout_s"] = rollout.seconds + time.perf_counter() - start
         metrics["rollout/generated_tokens"] = float(rollout.generated_tokens)
-        metrics.update(self._shaping_metrics)
+        metrics.update(shaping_metrics)
         self._rollout_metrics = metrics
         self._histograms = {"rollout/step_entropy_hist": local.entropy[mask].clone(),
                             "adv/advantage_hist": real.clone()}
@@ -192,10 +191,11 @@ class AgentLitModule(LightningModule):
         gathered = self.all_gather(t.to(self.device))
         return gathered.reshape(-1, *t.shape[1:]).to(t.dtype).cpu()
 
-    def _step_batch(self, rollout: RolloutResult, num_traj: int, horizon: int, max_new_tokens: int) -> StepBatch:
+    def _step_batch(self, rollout: RolloutResult, num_traj: int, horizon: int,
+                    max_new_tokens: int) -> Tuple[StepBatch, Dict[str, float]]:
         """The rollout as (B, T) tensors with B = ``num_traj`` (the rank's full share, so all ranks
         gather equal shapes; trajectories the group filter dropped stay all-padding) and shaped
-        step rewards."""
+        step rewards; plus the shaping's ``reward/*`` metrics."""
         if len(rollout.episodes) > num_traj or any(s.step_idx >= horizon for s in rollout.steps):
             raise ValueError(f"rollout does not fit ({num_traj} trajectories x {horizon} steps): "
                              f"{len(rollout.episodes)} episodes, longest {max(s.step_idx for s in rollout.steps) + 1}")
@@ -213,14 +213,14 @@ class AgentLitModule(LightningModule):
         pad = group_ids < 0
         group_ids[pad] = -1 - (torch.arange(num_traj)[pad] + num_traj * self.global_rank)
 
-        self._shaping_metrics = {}
+        shaping_metrics: Dict[str, float] = {}
         overlong = self.algo.get("overlong") or {}
         if overlong.get("enabled", False):
             buffer = max(1, round(float(overlong["buffer_fraction"]) * max_new_tokens))
             penalty = overlong_penalty(lengths, max_len=max_new_tokens, buffer_len=buffer,
                                        factor=float(overlong.get("factor", 1.0)))
             rewards = rewards + torch.where(mask, penalty, torch.zeros_like(penalty))
-            self._shaping_metrics["reward/overlong_penalty"] = penalty[mask].mean().item() if mask.any() else 0.0
+            shaping_metrics["reward/overlong_penalty"] = penalty[mask].mean().item() if mask.any() else 0.0
         values = None
         if self.value_head is not None or (self._kl_coef and self.algo.get("kl_in_reward", False)):
             rows = [s.training_row(0.0) for s in rollout.steps]
@@ -240,9 +240,10 @@ class AgentLitModule(LightningModule):
                         old = torch.tensor(s.old_log_probs)
                         step_kl[s.traj_id, s.step_idx] = kl_penalty(old, torch.tensor(ref), kind).sum()
                 rewards = rewards - self._kl_coef * step_kl
-                self._shaping_metrics["reward/kl"] = step_kl[mask].mean().item() if mask.any() else 0.0
-        return StepBatch(mask=mask, step_rewards=rewards, entropy=entropy, group_ids=group_ids, anchors=anchors,
-                         values=values)
+                shaping_metrics["reward/kl"] = step_kl[mask].mean().item() if mask.any() else 0.0
+        batch = StepBatch(mask=mask, step_rewards=rewards, entropy=entropy, group_ids=group_ids, anchors=anchors,
+                          values=values)
+        return batch, shaping_metrics
 
     def _empg(self, base: torch.Tensor, batch: StepBatch, empg: Dict[str, Any],
               metrics: Dict[str, float]) -> torch.Tensor:
