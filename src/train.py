@@ -5,6 +5,7 @@ import hydra
 import lightning as L
 import rootutils
 from lightning import Callback, LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
@@ -43,6 +44,10 @@ def train(cfg: DictConfig) -> Tuple[Dict[str, Any], Dict[str, Any]]:
 
     log.info("Instantiating loggers...")
     logger: List[Logger] = instantiate_loggers(cfg.get("logger"))
+    if not logger and any(isinstance(c, LearningRateMonitor) for c in callbacks):
+        # Lightning refuses a learning-rate monitor without a logger; `logger=[]` should still train
+        log.warning("logger=[]: dropping the LearningRateMonitor callback (it needs a logger)")
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
 
     log.info(f"Instantiating trainer <{cfg.trainer._target_}>")
     trainer: Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=logger)

@@ -86,3 +86,11 @@ def test_resume_from_last_checkpoint(make_cfg, tmp_path):
     assert "val/success" in metrics
     state = torch.load(last, map_location="cpu", weights_only=False)
     assert state["epoch"] > first_state["epoch"] and state["global_step"] > first_state["global_step"]
+
+
+def test_training_without_a_logger_drops_the_learning_rate_monitor(make_cfg):
+    cfg = make_cfg("logger=[]")
+    assert "learning_rate_monitor" in cfg.callbacks  # the default callbacks include it
+    metrics, objects = train(cfg)
+    assert objects["logger"] == [] and "val/success" in metrics
+    assert not any(type(c).__name__ == "LearningRateMonitor" for c in objects["callbacks"])
