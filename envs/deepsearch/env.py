@@ -20,7 +20,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 from envs.base import StepResult, TextEnv
 from envs.deepsearch.benchmark import (FAMILIES, FAMILY_TITLES, IN_DOMAIN, SPLITS, bundled_questions, check_families,
                                        interleave)
-from envs.deepsearch.data import load_corpus, load_questions, question_file
+from envs.deepsearch.data import load_corpus, load_questions
 from envs.deepsearch.retriever import RetrieverSpec, cached_retriever, format_docs, retriever_settings
 from envs.deepsearch.scoring import exact_match, f1_score
 from envs.deepsearch.world import DEFAULT_NUM_ENTITIES, get_world
@@ -96,7 +96,7 @@ class DeepSearchEnv(TextEnv):
         if max_turns < 1:
             raise ValueError("task.env.max_turns must be >= 1")
         self.split = split
-        families = tuple(families) if families is not None else (IN_DOMAIN if split == "train" else FAMILIES)
+        families = tuple(families) if families is not None else default_families(split)
         cap = None if max_questions_per_family is None else int(max_questions_per_family)
         settings = retriever_settings(retriever)
         if data_dir is None:
@@ -122,7 +122,6 @@ class DeepSearchEnv(TextEnv):
                 corpus, corpus_key = _file_corpus(str(corpus_path)), ("file", str(corpus_path))
         if not self.tasks:
             raise ValueError(f"no questions for split {split!r} and families {list(families)}")
-        self.families = families
         self.retriever = cached_retriever(corpus_key, settings, corpus, top_k)
         self.max_turns = int(max_turns)
         self.max_steps = self.max_turns
@@ -225,9 +224,16 @@ class DeepSearchEnv(TextEnv):
         yield TURN_LIMIT_TEXT
         yield NO_RESULTS_TEXT
         if cfg.get("data_dir") is not None:
-            questions = [q for split in SPLITS if _has_split(cfg, split) for q in cls(split=split, **cfg).tasks]
+            questions = []
+            cap = cfg.get("max_questions_per_family")
+            for split in SPLITS:
+                families = tuple(cfg.get("families") or default_families(split))
+                try:
+                    questions += _file_questions(str(cfg["data_dir"]), families, split, None if cap is None else int(cap))
+                except FileNotFoundError:
+                    continue  # an evaluation-only set (Bamboogle) has no train file; its test questions still count
             if cfg.get("corpus_path") is not None:
-                for doc in _file_corpus(str(cfg["corpus_path"]))[:TOKENIZER_PASSAGES]:
+                for doc in load_corpus(str(cfg["corpus_path"]), limit=TOKENIZER_PASSAGES):
                     yield doc["contents"]
             passage_of: Dict[str, dict] = {}
         else:
@@ -297,6 +303,11 @@ def _family_em(metrics: Mapping[str, float]) -> Dict[str, float]:
     return out
 
 
+def default_families(split: str) -> Tuple[str, ...]:
+    """Datasets a split holds unless ``families`` says otherwise: train the in-domain two, test all seven."""
+    return IN_DOMAIN if split == "train" else FAMILIES
+
+
 def _capped(rows: List[dict], cap: Optional[int]) -> List[dict]:
     """The first ``cap`` questions of each family, order kept."""
     if cap is None:
@@ -321,18 +332,6 @@ def _file_questions(data_dir: str, families: Tuple[str, ...], split: str, cap: O
 @functools.lru_cache(maxsize=2)
 def _file_corpus(path: str) -> List[dict]:
     return load_corpus(path)
-
-
-def _has_split(cfg: Mapping[str, Any], split: str) -> bool:
-    """Whether FlashRAG files of ``split`` exist for the configured datasets (an evaluation-only set
-    such as Bamboogle has no train file, yet its test questions still belong in the tokenizer)."""
-    families = cfg.get("families") or (IN_DOMAIN if split == "train" else FAMILIES)
-    try:
-        for family in families:
-            question_file(str(cfg["data_dir"]), family, split)
-    except FileNotFoundError:
-        return False
-    return True
 
 
 def _queries(task: dict) -> List[str]:
