@@ -29,6 +29,8 @@ class TextEnv(abc.ABC):
     name: str = ""
     #: Hard cap on agent steps per episode.
     max_steps: int = 1
+    #: True when no episode is running (before the first reset, after an episode ends).
+    _done: bool = True
 
     @abc.abstractmethod
     def reset(self, seed: Optional[int] = None, options: Optional[dict] = None) -> Tuple[str, Dict[str, Any]]:
@@ -43,6 +45,16 @@ class TextEnv(abc.ABC):
         if seed is not None:
             return random.Random(seed).randrange(self.num_tasks())
         return rng.randrange(self.num_tasks())
+
+    def _begin_step(self, response: object, started: bool) -> str:
+        """The opening every ``step`` shares: refuse a step before ``reset()`` (``started`` false) or
+        after the episode ended (``self._done``), and read a non-string response as text (None: "")."""
+        name = type(self).__name__
+        if not started:
+            raise RuntimeError(f"{name}.step called before reset()")
+        if self._done:
+            raise RuntimeError(f"{name}.step called after the episode ended; call reset() first")
+        return response if isinstance(response, str) else ("" if response is None else str(response))
 
     @abc.abstractmethod
     def step(self, response: str) -> StepResult:

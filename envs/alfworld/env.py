@@ -150,12 +150,7 @@ class AlfWorldEnv(TextEnv):
         return obs, info
 
     def step(self, response: str) -> StepResult:
-        if self.house is None:
-            raise RuntimeError("AlfWorldEnv.step called before reset()")
-        if self._done:
-            raise RuntimeError("AlfWorldEnv.step called after the episode ended; call reset() first")
-        if not isinstance(response, str):
-            response = "" if response is None else str(response)
+        response = self._begin_step(response, started=self.house is not None)
         self.turn += 1
         command, well_formed = parse_action(response, self.require_think)
         action = self.house.canonical(command) if well_formed else ""

@@ -157,12 +157,7 @@ class DeepSearchEnv(TextEnv):
         return obs, info
 
     def step(self, response: str) -> StepResult:
-        if self._task is None:
-            raise RuntimeError("DeepSearchEnv.step called before reset()")
-        if self._done:
-            raise RuntimeError("DeepSearchEnv.step called after the episode ended; call reset() first")
-        if not isinstance(response, str):
-            response = "" if response is None else str(response)
+        response = self._begin_step(response, started=self._task is not None)
         self.turn += 1
         kind, content, valid = parse_action(response, self.require_think)
         last_turn = self.turn >= self.max_turns

@@ -119,12 +119,7 @@ class WebShopEnv(TextEnv):
         return obs, info
 
     def step(self, response: str) -> StepResult:
-        if self.browser is None:
-            raise RuntimeError("WebShopEnv.step called before reset()")
-        if self._done:
-            raise RuntimeError("WebShopEnv.step called after the episode ended; call reset() first")
-        if not isinstance(response, str):
-            response = "" if response is None else str(response)
+        response = self._begin_step(response, started=self.browser is not None)
         self.turn += 1
         action, ok = extract_action(response, self.require_think)
         valid = False
