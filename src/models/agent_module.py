@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import time
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
@@ -35,7 +36,7 @@ from src.algos.losses import (
 from src.data.batch import response_logits, response_logits_and_values, score_rows, token_log_probs
 from src.models.policy import Policy
 from src.models.warmstart import cached_warm_start
-from src.rollout.sampler import RolloutResult
+from src.rollout.sampler import RolloutResult, concat_rollouts
 from src.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__, rank_zero_only=True)
@@ -44,6 +45,17 @@ log = RankedLogger(__name__, rank_zero_only=True)
 #: score norm ||e_a - p||^2 (token mean), its expectation 1 - sum p^2, and the logit-gradient size with
 #: the base advantage |A| ||e_a - p|| and with the (EMPG-)modulated one.
 PROP1_COLUMNS = ("step_entropy", "score_norm_sq", "expected_score_norm_sq", "grad_norm_base", "grad_norm_empg")
+
+
+@dataclass(frozen=True)
+class StepAdvantage:
+    """One training step's advantages as the loss uses them: the base estimator's, EMPG's factors
+    (None without EMPG) and the final one."""
+
+    base: float
+    advantage: float
+    g: Optional[float] = None
+    f: Optional[float] = None
 
 
 def _plain(cfg: Any) -> Any:
@@ -129,6 +141,11 @@ class AgentLitModule(LightningModule):
         self._prop1: List[torch.Tensor] = []
         #: the last epoch's per-step Proposition 1 table (rows: steps; columns: ``PROP1_COLUMNS``)
         self.last_prop1: Optional[torch.Tensor] = None
+        #: the current epoch's training rollout and, per step in the same order, the advantages its
+        #: loss uses (base, EMPG's g and f when enabled, final); the last validation pass's episodes
+        self.last_rollout: Optional[RolloutResult] = None
+        self.last_step_advantages: List[StepAdvantage] = []
+        self.last_val_rollout: Optional[RolloutResult] = None
         self._epoch_start = 0.0
 
     @property
@@ -211,8 +228,9 @@ class AgentLitModule(LightningModule):
         base = compute_base_advantages(estimator.pop("name"), batch, **estimator)
         advantages = base.advantages
         empg = self.algo.get("empg") or {}
+        g = f_next = None
         if empg.get("enabled", False):
-            advantages = self._empg(base.advantages, batch, empg, metrics)
+            advantages, g, f_next = self._empg(base.advantages, batch, empg, metrics)
 
         # this rank's trajectories: the gathered batch is the ranks' batches in rank order
         rank = self.trainer.global_rank if world > 1 else 0
@@ -238,8 +256,17 @@ class AgentLitModule(LightningModule):
         def at(x: Optional[torch.Tensor], s) -> float:
             return float(x[s.traj_id, s.step_idx]) if x is not None else 0.0
 
-        return [s.training_row(at(advantages, s), at(base_adv, s), at(local.values, s), at(targets, s))
+        rows = [s.training_row(at(advantages, s), at(base_adv, s), at(local.values, s), at(targets, s))
                 for s in rollout.steps]
+        # what the episode recorder shows beside each step: exactly the advantages the loss uses
+        g_mine, f_mine = (g[mine], f_next[mine]) if g is not None else (None, None)
+        self.last_rollout = rollout
+        self.last_step_advantages = [
+            StepAdvantage(base=row["base_advantage"], advantage=row["advantage"],
+                          g=at(g_mine, s) if g_mine is not None else None,
+                          f=at(f_mine, s) if f_mine is not None else None)
+            for s, row in zip(rollout.steps, rows)]
+        return rows
 
     def _gather(self, t: torch.Tensor) -> torch.Tensor:
         """All ranks' (B, ...) tensors concatenated in rank order, on the CPU, dtype kept."""
@@ -303,8 +330,9 @@ class AgentLitModule(LightningModule):
         return batch, shaping_metrics
 
     def _empg(self, base: torch.Tensor, batch: StepBatch, empg: Dict[str, Any],
-              metrics: Dict[str, float]) -> torch.Tensor:
-        """EMPG over the whole (global) batch, plus its g / f factors for logging."""
+              metrics: Dict[str, float]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """EMPG over the whole (global) batch: the modulated advantages and the (B, T) factors g and
+        f_next (f_next[b, t] is the bonus step t gets from step t+1's clarity), whose ranges are logged."""
         kw = {k: float(empg[k]) for k in ("k", "k_future", "eps") if k in empg}
         modulated = empg_advantages(base, batch.entropy, batch.mask, zeta=float(empg.get("zeta", 0.1)),
                                     normalize=bool(empg.get("normalize", True)), **kw)
@@ -315,7 +343,7 @@ class AgentLitModule(LightningModule):
             if values.numel():
                 metrics.update({f"empg/{name}_mean": values.mean().item(), f"empg/{name}_min": values.min().item(),
                                 f"empg/{name}_max": values.max().item()})
-        return modulated
+        return modulated, g, f_next
 
     # ------------------------------------------------------------------ training
     def on_train_epoch_start(self) -> None:
@@ -428,8 +456,9 @@ class AgentLitModule(LightningModule):
         results = self._val_results
         if not results:
             return
-        summary = RolloutResult(steps=[s for r in results for s in r.steps],
-                                episodes=[e for r in results for e in r.episodes]).summary()
+        played = concat_rollouts(results)
+        self.last_val_rollout = played
+        summary = played.summary()
         summary.update(type(self.trainer.datamodule.val_envs[0]).summary_metrics(summary))
         for key, value in summary.items():
             self.log(f"val/{key}", value, on_step=False, on_epoch=True, sync_dist=True, prog_bar=key == "success")

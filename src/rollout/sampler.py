@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -38,6 +38,8 @@ class StepRecord:
     anchor_obs: str  # the raw observation the step answered (GiGPO's anchor)
     response_text: str
     penalty: float = 0.0  # the environment's invalid-action penalty of this step (info["penalty"]), row-local
+    action: str = ""  # the action the environment parsed from the response and executed (info["action"])
+    feedback: str = ""  # the observation the environment answered with
 
     def training_row(self, advantage: float, base_advantage: Optional[float] = None, old_value: float = 0.0,
                      value_target: float = 0.0) -> Dict[str, Any]:
@@ -65,6 +67,8 @@ class EpisodeRecord:
     won: bool
     num_invalid: int
     metrics: Dict[str, float] = field(default_factory=dict)
+    #: the task's kind, for filtering episodes: ALFWorld's task type, Deep Search's dataset family
+    task_type: str = ""
 
 
 @dataclass
@@ -91,6 +95,20 @@ class RolloutResult:
             vals = [e.metrics[k] for e in self.episodes if k in e.metrics]
             out[f"task/{k}"] = sum(vals) / max(len(vals), 1)
         return out
+
+
+def concat_rollouts(results: Sequence[RolloutResult]) -> RolloutResult:
+    """Several rollouts as one, trajectories renumbered in order so ``traj_id`` stays unique (each
+    ``play`` numbers its episodes from 0); group ids are kept."""
+    steps: List[StepRecord] = []
+    episodes: List[EpisodeRecord] = []
+    for r in results:
+        offset = len(episodes)
+        episodes += [replace(e, traj_id=e.traj_id + offset) for e in r.episodes]
+        steps += [replace(s, traj_id=s.traj_id + offset) for s in r.steps]
+    return RolloutResult(steps=steps, episodes=episodes, seconds=sum(r.seconds for r in results),
+                         generated_tokens=sum(r.generated_tokens for r in results),
+                         truncated_prompts=sum(r.truncated_prompts for r in results))
 
 
 @dataclass
@@ -177,6 +195,7 @@ class MultiTurnSampler:
                         response_ids=responses[j], old_log_probs=log_probs[j], token_entropies=entropies[j],
                         reward=float(reward), done=done, action_valid=valid, anchor_obs=observations[i],
                         response_text=text, penalty=float(info.get("penalty", 0.0)),
+                        action=str(info.get("action", "")), feedback=obs,
                     ))
                     result.generated_tokens += len(responses[j])
                     histories[i].append((observations[i], info.get("action", "")))
@@ -189,6 +208,7 @@ class MultiTurnSampler:
                             group_id=int(group_ids[i]), traj_id=i, task_id=infos[i].get("task_id"),
                             num_steps=turn + 1, episode_return=returns[i], won=bool(info.get("won", False)),
                             num_invalid=invalid[i], metrics=dict(info.get("metrics", {})),
+                            task_type=_task_type(infos[i]),
                         )
                 if progress:
                     progress.update(task, advance=1, active=sum(active))
@@ -196,7 +216,7 @@ class MultiTurnSampler:
         for i in range(n):
             if episodes[i] is None:
                 episodes[i] = EpisodeRecord(int(group_ids[i]), i, infos[i].get("task_id"), len(histories[i]),
-                                            returns[i], False, invalid[i])
+                                            returns[i], False, invalid[i], task_type=_task_type(infos[i]))
         result.episodes = [e for e in episodes if e is not None]
         result.seconds = time.perf_counter() - start
         policy.model.train(was_training)
@@ -208,6 +228,10 @@ class MultiTurnSampler:
             TextColumn("[bold blue]rollout"), BarColumn(), TextColumn("turn {task.completed}/{task.total}"),
             TextColumn("active episodes: {task.fields[active]}"), TimeElapsedColumn(), transient=True,
         )
+
+
+def _task_type(reset_info: Dict[str, Any]) -> str:
+    return str(reset_info.get("task_type") or reset_info.get("family") or "")
 
 
 def left_pad(sequences: Sequence[Sequence[int]], pad_id: int, device=None) -> Tuple[torch.Tensor, torch.Tensor]:
