@@ -61,11 +61,10 @@ INVALID_FEEDBACK = (
 #: the env does not carry out
 INVALID_RULES = ("format", "strict")
 
-_SEARCH_BLOCK = re.compile(r"<search>(.*?)</search>", re.IGNORECASE | re.DOTALL)
-_ANSWER_BLOCK = re.compile(r"<answer>(.*?)</answer>", re.IGNORECASE | re.DOTALL)
-_SEARCH_OPEN = re.compile(r"<search>", re.IGNORECASE)
-_ANSWER_OPEN = re.compile(r"<answer>", re.IGNORECASE)
-_THOUGHT = re.compile(r"<think>.*?</think>", re.IGNORECASE | re.DOTALL)
+# Tags are matched case-insensitively (re.IGNORECASE: also its few non-ASCII case folds, e.g. "ſ" for "s").
+_SEARCH_OPEN, _SEARCH_CLOSE = re.compile(r"<search>", re.IGNORECASE), re.compile(r"</search>", re.IGNORECASE)
+_ANSWER_OPEN, _ANSWER_CLOSE = re.compile(r"<answer>", re.IGNORECASE), re.compile(r"</answer>", re.IGNORECASE)
+_THINK_OPEN, _THINK_CLOSE = re.compile(r"<think>", re.IGNORECASE), re.compile(r"</think>", re.IGNORECASE)
 
 
 class Projection(NamedTuple):
@@ -96,17 +95,28 @@ def project_action(response: str, require_think: bool = False) -> Projection:
     well-formed. The action found is kept even when the response is not well-formed.
     """
     trimmed = _cut_after_first_close(response)
-    found = _SEARCH_BLOCK.search(trimmed)
+    found = _first_block(trimmed, _SEARCH_OPEN, _SEARCH_CLOSE)
     kind = "search"
     if found is None:
-        found, kind = _ANSWER_BLOCK.search(trimmed), "answer"
+        found, kind = _first_block(trimmed, _ANSWER_OPEN, _ANSWER_CLOSE), "answer"
     if found is None:
         return NO_ACTION
+    start, content = found
     searches, answers = len(_SEARCH_OPEN.findall(response)), len(_ANSWER_OPEN.findall(response))
     well_formed = not (searches and answers) and searches <= 1 and answers <= 1
-    if require_think and not _THOUGHT.search(response[:found.start()]):
+    if require_think and _first_block(response[:start], _THINK_OPEN, _THINK_CLOSE) is None:
         well_formed = False
-    return Projection(kind, found.group(1).strip(), well_formed)
+    return Projection(kind, content.strip(), well_formed)
+
+
+def _first_block(text: str, opening: "re.Pattern[str]", closing: "re.Pattern[str]") -> Optional[Tuple[int, str]]:
+    """``(start, content)`` of the block ``re.search(r"<tag>(.*?)</tag>", re.IGNORECASE | re.DOTALL)`` finds,
+    in linear time: the leftmost opening tag followed by a closing tag is the first opening tag (a closing
+    tag after a later one follows it too), and its content ends at the first closing tag after it. The
+    regex itself restarts its lazy scan at every opening tag, quadratic on e.g. 100 kB of unclosed tags."""
+    first = opening.search(text)
+    end = closing.search(text, first.end()) if first else None
+    return (first.start(), text[first.end():end.start()]) if end else None
 
 
 def _cut_after_first_close(response: str) -> str:
