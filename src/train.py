@@ -1,4 +1,5 @@
 """Train an LLM agent with RL: ``python src/train.py algo=empg task=deepsearch``."""
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import hydra
@@ -20,6 +21,7 @@ from src.utils import (  # noqa: E402
     instantiate_callbacks,
     instantiate_loggers,
     log_hyperparameters,
+    resolve_ckpt_path,
     task_wrapper,
 )
 
@@ -65,7 +67,9 @@ def train(cfg: DictConfig) -> Tuple[Dict[str, Any], Dict[str, Any]]:
 
     if cfg.get("train"):
         log.info("Starting training!")
-        trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir,
+                                      str(Path(cfg.paths.log_dir) / cfg.task_name / "runs"))
+        trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
     train_metrics = dict(trainer.callback_metrics)
 
     test_metrics: Dict[str, Any] = {}

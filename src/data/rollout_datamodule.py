@@ -20,7 +20,7 @@ from src.rollout.expert import expert_demonstrations
 from src.rollout.sampler import EpisodeRecord, MultiTurnSampler, RolloutResult, StepRecord
 from src.utils.pylogger import RankedLogger
 
-from src.data.batch import collate_steps
+from src.data.batch import collate_steps, score_rows
 
 log = RankedLogger(__name__, rank_zero_only=True)
 
@@ -104,6 +104,12 @@ class RolloutDataModule(LightningDataModule):
         val_batch_size: episodes played together in one validation batch.
         val_split: split the validation tasks come from.
         seed: base seed of task draws (mixed with the epoch and the rank).
+        expert_guidance: members of every training group played by the environment's expert instead
+            of the policy (off-policy guidance, as LUFFY mixes demonstrations into GRPO groups): a group
+            then has a successful episode to compare with even while the policy never succeeds. Their
+            steps are trained on like the policy's, with the policy's own log-probs of the expert's
+            tokens as old log-probs; ``rollout/success`` and the other rollout metrics count the policy's
+            episodes only. 0 (default) = on-policy only.
     """
 
     def __init__(
@@ -118,8 +124,12 @@ class RolloutDataModule(LightningDataModule):
         val_batch_size: int = 50,
         val_split: str = "val",
         seed: int = 0,
+        expert_guidance: int = 0,
     ) -> None:
         super().__init__()
+        if not 0 <= int(expert_guidance) < int(group_size):
+            raise ValueError(f"task.expert_guidance={expert_guidance} must be in [0, task.group_size={group_size}): "
+                             "at least one member of each group is the policy's")
         # a plain dict, so checkpoints load with torch.load(weights_only=True)
         env = OmegaConf.to_container(env, resolve=True) if isinstance(env, DictConfig) else dict(env or {})
         self.save_hyperparameters(logger=False, ignore=["sampler"])
@@ -193,7 +203,10 @@ class RolloutDataModule(LightningDataModule):
         num_kept = dropped = 0
         for attempt in range(max(1, max_gen_batches) if filter_groups else 1):
             resets, group_ids = self.train_resets(epoch, attempt)
-            result = self.sampler.play(policy, self.train_envs, resets, group_ids, greedy=False)
+            result = self.sampler.play(policy, self.train_envs, resets, group_ids, greedy=False,
+                                       generator=self.sampling_generator(policy, epoch, attempt),
+                                       expert=self.expert_members(len(resets)))
+            self.score_expert_steps(policy, result)
             played.append(result)
             candidates = list(dict.fromkeys(group_ids))
             if filter_groups:
@@ -220,9 +233,43 @@ class RolloutDataModule(LightningDataModule):
                         "rollout/kept_groups": float(num_kept)})
         return rollout, metrics
 
+    def sampling_generator(self, policy: Policy, epoch: int, attempt: int = 0) -> torch.Generator:
+        """The random stream of one training rollout, a function of (seed, epoch, rank, attempt) alone: what
+        an epoch samples does not depend on what ran before it in the process, so a run resumed from a
+        checkpoint samples exactly what the interrupted run did."""
+        device = next(policy.model.parameters()).device
+        key = random.Random(f"sample/{self.hparams.seed}/{epoch}/{self._rank}/{attempt}").getrandbits(63)
+        return torch.Generator(device=device).manual_seed(key)
+
+    def expert_members(self, num_envs: int) -> List[bool]:
+        """Which of the ``num_envs`` training envs (groups of ``group_size`` consecutive members) the
+        expert plays: the last ``expert_guidance`` members of each group."""
+        size, k = self.hparams.group_size, int(self.hparams.expert_guidance)
+        return [i % size >= size - k for i in range(num_envs)]
+
+    def score_expert_steps(self, policy: Policy, result: RolloutResult) -> None:
+        """The policy's log-probs and token entropies of the expert's responses (one forward pass per
+        mini-batch, at the sampling temperature): the old log-probs of their importance ratio and EMPG's
+        step entropies, as for the policy's own steps."""
+        steps = [s for s in result.steps if s.expert]
+        if not steps:
+            return
+        was_training = policy.model.training
+        policy.model.eval()
+        scores = score_rows(policy.model, [s.training_row(0.0) for s in steps], policy.tokenizer.pad_token_id,
+                            self.sampler.temperature, batch_size=self.hparams.mini_batch_size, entropies=True)
+        policy.model.train(was_training)
+        for step, log_probs, entropies in zip(steps, scores.log_probs, scores.entropies):
+            step.old_log_probs, step.token_entropies = log_probs, entropies
+
     def train_dataloader(self) -> DataLoader:
         module = self.trainer.lightning_module
         epoch = self.trainer.current_epoch
+        if self.trainer.fit_loop.epoch_progress.current.processed > epoch:
+            # Resuming from a checkpoint written at the end of an epoch, Lightning asks for the data once
+            # before it advances its epoch counter, then again for the epoch it trains: a rollout here
+            # would be played for nothing (minutes on ALFWorld).
+            return self._loader([self._placeholder_row(module.policy)], 1, epoch, module)
         algo = module.algo
         rollout, metrics = self.collect_rollout(module.policy, epoch, bool(algo.get("filter_groups", False)),
                                                 int(algo.get("max_gen_batches", 1)))
@@ -239,6 +286,9 @@ class RolloutDataModule(LightningDataModule):
             # policy's own making keeps the epoch alive, so validation, logging and checkpointing
             # still happen; the module skips the update of a batch without signal.
             rows = [self._placeholder_row(module.policy)]
+        return self._loader(rows, passes, epoch, module)
+
+    def _loader(self, rows: List[Dict[str, Any]], passes: int, epoch: int, module: Any) -> DataLoader:
         lengths = [len(r["prompt_ids"]) + len(r["response_ids"]) for r in rows]
         return DataLoader(
             RowDataset(rows),
@@ -271,6 +321,20 @@ class RolloutDataModule(LightningDataModule):
                           old_log_probs=[0.0], token_entropies=[0.0], reward=0.0, done=True, action_valid=True,
                           anchor_obs="", response_text="")
         return step.training_row(0.0)
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> Dict[str, Any]:
+        """What the task draws depend on besides the epoch: a checkpoint resumed on another task is a
+        mistake, one resumed with another seed plays other tasks than the interrupted run would have."""
+        return {"env_name": self.env_name, "seed": int(self.hparams.seed)}
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        if state_dict.get("env_name", self.env_name) != self.env_name:
+            raise ValueError(f"the checkpoint was trained on task {state_dict['env_name']!r}, this run is "
+                             f"task={self.env_name}: resume with the checkpoint's task")
+        if int(state_dict.get("seed", self.hparams.seed)) != int(self.hparams.seed):
+            log.warning(f"resuming with seed={self.hparams.seed}, the checkpoint's run had seed={state_dict['seed']}: "
+                        "later epochs draw other tasks than the interrupted run would have")
 
     # ------------------------------------------------------------------ validation data
     def val_dataloader(self) -> DataLoader:

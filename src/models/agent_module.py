@@ -37,6 +37,7 @@ from src.data.batch import response_logits, response_logits_and_values, score_ro
 from src.models.policy import Policy
 from src.models.warmstart import cached_warm_start
 from src.rollout.sampler import RolloutResult, concat_rollouts
+from src.utils.determinism import restore_rng_states, rng_states
 from src.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__, rank_zero_only=True)
@@ -462,6 +463,20 @@ class AgentLitModule(LightningModule):
         summary.update(type(self.trainer.datamodule.val_envs[0]).summary_metrics(summary))
         for key, value in summary.items():
             self.log(f"val/{key}", value, on_step=False, on_epoch=True, sync_dist=True, prog_bar=key == "success")
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        # The next epoch's rollout samples from the global generators: with their states a run resumed
+        # from this checkpoint plays the same episodes, bit for bit on CPU, as the run that wrote it.
+        # Under DDP each rank's generators differ; rank 0's are saved (the checkpoint is rank 0's).
+        checkpoint["rng_states"] = rng_states()
+
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        if "rng_states" in checkpoint:
+            restore_rng_states(checkpoint["rng_states"])
+        else:
+            log.warning("The checkpoint holds no random-generator states (written before they were saved): "
+                        "the resumed run will not replay the interrupted one exactly")
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> Dict[str, Any]:

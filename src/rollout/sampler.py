@@ -40,6 +40,7 @@ class StepRecord:
     penalty: float = 0.0  # the environment's invalid-action penalty of this step (info["penalty"]), row-local
     action: str = ""  # the action the environment parsed from the response and executed (info["action"])
     feedback: str = ""  # the observation the environment answered with
+    expert: bool = False  # the environment's expert wrote the response (off-policy guidance), not the policy
 
     def training_row(self, advantage: float, base_advantage: Optional[float] = None, old_value: float = 0.0,
                      value_target: float = 0.0) -> Dict[str, Any]:
@@ -69,6 +70,7 @@ class EpisodeRecord:
     metrics: Dict[str, float] = field(default_factory=dict)
     #: the task's kind, for filtering episodes: ALFWorld's task type, Deep Search's dataset family
     task_type: str = ""
+    expert: bool = False  # played by the environment's expert (``MultiTurnSampler.play(expert=...)``)
 
 
 @dataclass
@@ -80,20 +82,27 @@ class RolloutResult:
     truncated_prompts: int = 0
 
     def summary(self) -> Dict[str, float]:
-        """Batch means of the episode metrics (success, return, length, invalid rate, task metrics)."""
-        n_eps, n_steps = max(len(self.episodes), 1), max(len(self.steps), 1)
+        """Batch means of the policy's episode metrics (success, return, length, invalid rate, task
+        metrics); episodes the expert played count only in ``expert_episodes`` / ``expert_success``."""
+        episodes = [e for e in self.episodes if not e.expert]
+        steps = [s for s in self.steps if not s.expert]
+        n_eps, n_steps = max(len(episodes), 1), max(len(steps), 1)
         out = {
-            "success": sum(e.won for e in self.episodes) / n_eps,
-            "episode_return": sum(e.episode_return for e in self.episodes) / n_eps,
-            "episode_length": sum(e.num_steps for e in self.episodes) / n_eps,
-            "invalid_action_rate": sum(not s.action_valid for s in self.steps) / n_steps,
-            "response_length": sum(len(s.response_ids) for s in self.steps) / n_steps,
-            "step_entropy": sum(s.step_entropy for s in self.steps) / n_steps,
+            "success": sum(e.won for e in episodes) / n_eps,
+            "episode_return": sum(e.episode_return for e in episodes) / n_eps,
+            "episode_length": sum(e.num_steps for e in episodes) / n_eps,
+            "invalid_action_rate": sum(not s.action_valid for s in steps) / n_steps,
+            "response_length": sum(len(s.response_ids) for s in steps) / n_steps,
+            "step_entropy": sum(s.step_entropy for s in steps) / n_steps,
         }
-        keys = sorted({k for e in self.episodes for k in e.metrics})
+        keys = sorted({k for e in episodes for k in e.metrics})
         for k in keys:
-            vals = [e.metrics[k] for e in self.episodes if k in e.metrics]
+            vals = [e.metrics[k] for e in episodes if k in e.metrics]
             out[f"task/{k}"] = sum(vals) / max(len(vals), 1)
+        experts = [e for e in self.episodes if e.expert]
+        if experts:
+            out["expert_episodes"] = float(len(experts))
+            out["expert_success"] = sum(e.won for e in experts) / len(experts)
         return out
 
 
@@ -140,11 +149,20 @@ class MultiTurnSampler:
         *,
         greedy: bool = False,
         generator: Optional[torch.Generator] = None,
+        expert: Optional[Sequence[bool]] = None,
     ) -> RolloutResult:
         """Play one episode in each env. ``resets[i]`` are the kwargs of ``envs[i].reset`` (seed /
-        options: give group members identical resets); episodes run until every one has ended."""
+        options: give group members identical resets); episodes run until every one has ended.
+
+        ``expert[i]``: env i is played by its expert (``env.expert_response()``) instead of the policy.
+        Its steps carry the expert's response tokens (and the end-of-turn token) with *empty*
+        ``old_log_probs`` / ``token_entropies``: the policy's scores of them are the caller's to add
+        (``RolloutDataModule`` scores them with a forward pass)."""
         if not (len(envs) == len(resets) == len(group_ids)):
             raise ValueError(f"envs ({len(envs)}), resets ({len(resets)}), group_ids ({len(group_ids)}) differ")
+        expert = [bool(x) for x in expert] if expert is not None else [False] * len(envs)
+        if len(expert) != len(envs):
+            raise ValueError(f"expert ({len(expert)}) and envs ({len(envs)}) differ")
         start = time.perf_counter()
         tokenizer = policy.tokenizer
         was_training = policy.model.training
@@ -180,11 +198,21 @@ class MultiTurnSampler:
                     if len(ids) > self.max_prompt_tokens:
                         prompt_ids[j] = ids[-self.max_prompt_tokens:]
                         result.truncated_prompts += 1
-                responses, log_probs, entropies = generate(
-                    policy, prompt_ids, self.max_new_tokens, self.temperature, greedy=greedy, generator=generator
-                )
+                sampled = [j for j, i in enumerate(idx) if not expert[i]]
+                generated = generate(policy, [prompt_ids[j] for j in sampled], self.max_new_tokens, self.temperature,
+                                     greedy=greedy, generator=generator)
+                responses: List[List[int]] = [[] for _ in idx]
+                log_probs: List[List[float]] = [[] for _ in idx]
+                entropies: List[List[float]] = [[] for _ in idx]
+                for k, j in enumerate(sampled):
+                    responses[j], log_probs[j], entropies[j] = generated[0][k], generated[1][k], generated[2][k]
+                texts = {}
                 for j, i in enumerate(idx):
-                    text = tokenizer.decode(responses[j], skip_special_tokens=True)
+                    if expert[i]:
+                        texts[j] = envs[i].expert_response()
+                        responses[j] = tokenizer(texts[j], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+                for j, i in enumerate(idx):
+                    text = texts[j] if expert[i] else tokenizer.decode(responses[j], skip_special_tokens=True)
                     obs, reward, terminated, truncated, info = envs[i].step(text)
                     done = bool(terminated or truncated)
                     valid = bool(info.get("action_valid", True))
@@ -195,9 +223,9 @@ class MultiTurnSampler:
                         response_ids=responses[j], old_log_probs=log_probs[j], token_entropies=entropies[j],
                         reward=float(reward), done=done, action_valid=valid, anchor_obs=observations[i],
                         response_text=text, penalty=float(info.get("penalty", 0.0)),
-                        action=str(info.get("action", "")), feedback=obs,
+                        action=str(info.get("action", "")), feedback=obs, expert=expert[i],
                     ))
-                    result.generated_tokens += len(responses[j])
+                    result.generated_tokens += 0 if expert[i] else len(responses[j])
                     histories[i].append((observations[i], info.get("action", "")))
                     observations[i] = obs
                     if "admissible_actions" in info:
@@ -208,7 +236,7 @@ class MultiTurnSampler:
                             group_id=int(group_ids[i]), traj_id=i, task_id=infos[i].get("task_id"),
                             num_steps=turn + 1, episode_return=returns[i], won=bool(info.get("won", False)),
                             num_invalid=invalid[i], metrics=dict(info.get("metrics", {})),
-                            task_type=_task_type(infos[i]),
+                            task_type=_task_type(infos[i]), expert=expert[i],
                         )
                 if progress:
                     progress.update(task, advance=1, active=sum(active))
@@ -216,7 +244,8 @@ class MultiTurnSampler:
         for i in range(n):
             if episodes[i] is None:
                 episodes[i] = EpisodeRecord(int(group_ids[i]), i, infos[i].get("task_id"), len(histories[i]),
-                                            returns[i], False, invalid[i], task_type=_task_type(infos[i]))
+                                            returns[i], False, invalid[i], task_type=_task_type(infos[i]),
+                                            expert=expert[i])
         result.episodes = [e for e in episodes if e is not None]
         result.seconds = time.perf_counter() - start
         policy.model.train(was_training)

@@ -10,11 +10,13 @@ reused, or silently re-created under the same name, by a run whose arithmetic di
 """
 from __future__ import annotations
 
+import random
 import re
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from typing import Dict, Iterator, Optional
 
+import numpy as np
 import torch
 
 #: Libraries whose version changes the numbers of a build or a fine-tune (kernels, model code, BPE).
@@ -63,3 +65,30 @@ def pinned_threads(num_threads: Optional[int]) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def rng_states() -> Dict[str, object]:
+    """The global random number generators' states (Python, NumPy, torch CPU, and CUDA where present) as
+    plain containers and tensors, so a checkpoint holding them loads with ``weights_only=True``."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    states: Dict[str, object] = {
+        "python": random.getstate(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype("int64")), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: Dict[str, object]) -> None:
+    """Inverse of :func:`rng_states`: the next random draw is the one the saved run made next."""
+    python = states["python"]
+    random.setstate((python[0], tuple(python[1]), python[2]))
+    np_state = states["numpy"]
+    np.random.set_state((np_state["kind"], np_state["keys"].numpy().astype("uint32"), np_state["pos"],
+                         np_state["has_gauss"], np_state["cached_gaussian"]))
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])

@@ -2,6 +2,7 @@
 
 import functools
 import warnings
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 from omegaconf import DictConfig
@@ -112,3 +113,41 @@ def get_metric_value(metric_dict: dict[str, Any], metric_name: Optional[str]) ->
     value = float(value.item()) if hasattr(value, "item") else float(value)
     log.info(f"Retrieved metric value! <{metric_name}={value}>")
     return value
+
+
+def resolve_ckpt_path(ckpt_path: Optional[str], output_dir: str, runs_dir: str) -> Optional[str]:
+    """The checkpoint ``ckpt_path=`` names: a file as given; a run folder -> its newest checkpoint;
+    ``last`` -> the newest checkpoint of this run's folder (``hydra.run.dir`` set to an earlier run),
+    else of the newest run under ``runs_dir`` that has one. Raises with what was searched if none."""
+    if ckpt_path is None or str(ckpt_path) == "":
+        return None
+    ckpt_path = str(ckpt_path)
+    if ckpt_path != "last":
+        path = Path(ckpt_path)
+        if path.is_dir():
+            found = _newest_checkpoint(path)
+            if found is None:
+                raise FileNotFoundError(f"ckpt_path={ckpt_path}: no *.ckpt under {path / 'checkpoints'}")
+            return str(found)
+        if not path.is_file():
+            raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint file or run folder")
+        return ckpt_path
+    found = _newest_checkpoint(Path(output_dir))
+    if found is None:
+        runs = [p for p in Path(runs_dir).glob("*") if p.is_dir() and _newest_checkpoint(p) is not None]
+        if runs:
+            found = max((_newest_checkpoint(p) for p in runs), key=lambda f: f.stat().st_mtime)
+    if found is None:
+        raise FileNotFoundError(f"ckpt_path=last: no checkpoint in this run's folder ({output_dir}/checkpoints) "
+                                f"nor in any run under {runs_dir}")
+    log.info(f"ckpt_path=last -> {found}")
+    return str(found)
+
+
+def _newest_checkpoint(run_dir: Path) -> Optional[Path]:
+    """``last.ckpt`` (the true last state, written every epoch) if present, else the newest ``*.ckpt``."""
+    folder = run_dir / "checkpoints"
+    if (folder / "last.ckpt").is_file():
+        return folder / "last.ckpt"
+    found = sorted(folder.glob("*.ckpt"), key=lambda f: f.stat().st_mtime) if folder.is_dir() else []
+    return found[-1] if found else None
