@@ -2,6 +2,7 @@
 current policy and serves the resulting step rows (with advantages) as mini-batches."""
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import replace
 from functools import partial
@@ -16,6 +17,7 @@ from envs import make_env
 from envs.base import TextEnv
 from src.algos.advantages import informative_groups
 from src.models.policy import Policy
+from src.rollout.env_guard import EnvGuard
 from src.rollout.expert import expert_demonstrations
 from src.rollout.sampler import EpisodeRecord, MultiTurnSampler, RolloutResult, StepRecord
 from src.utils.pylogger import RankedLogger
@@ -23,6 +25,10 @@ from src.utils.pylogger import RankedLogger
 from src.data.batch import collate_steps, score_rows
 
 log = RankedLogger(__name__, rank_zero_only=True)
+
+
+class EnvironmentFailure(RuntimeError):
+    """Too many episodes of one rollout failed inside the environment (raised or timed out)."""
 
 
 def kept_rollout(parts: Sequence[Tuple[RolloutResult, Sequence[int]]]) -> RolloutResult:
@@ -110,6 +116,10 @@ class RolloutDataModule(LightningDataModule):
             steps are trained on like the policy's, with the policy's own log-probs of the expert's
             tokens as old log-probs; ``rollout/success`` and the other rollout metrics count the policy's
             episodes only. 0 (default) = on-policy only.
+        env_step_timeout_s: an environment's ``reset`` or ``step`` that has not returned after this many
+            seconds ends its episode like one that raised (``rollout/env_errors``); null = no limit.
+        max_env_error_fraction: a rollout in which more than this fraction of the episodes failed in
+            the environment stops the run (after a checkpoint) with the first error.
     """
 
     def __init__(
@@ -125,8 +135,12 @@ class RolloutDataModule(LightningDataModule):
         val_split: str = "val",
         seed: int = 0,
         expert_guidance: int = 0,
+        env_step_timeout_s: Optional[float] = 60.0,
+        max_env_error_fraction: float = 0.1,
     ) -> None:
         super().__init__()
+        if not 0.0 <= float(max_env_error_fraction) <= 1.0:
+            raise ValueError(f"task.max_env_error_fraction must be in [0, 1], got {max_env_error_fraction}")
         if not 0 <= int(expert_guidance) < int(group_size):
             raise ValueError(f"task.expert_guidance={expert_guidance} must be in [0, task.group_size={group_size}): "
                              "at least one member of each group is the policy's")
@@ -138,6 +152,7 @@ class RolloutDataModule(LightningDataModule):
         self.sampler = sampler
         self.train_envs: List[TextEnv] = []
         self.val_envs: List[TextEnv] = []
+        self.guard = EnvGuard(env_step_timeout_s)
         self._rank, self._world_size = 0, 1
 
     # ------------------------------------------------------------------ setup
@@ -153,8 +168,10 @@ class RolloutDataModule(LightningDataModule):
         self.sampler.show_progress = self.sampler.show_progress and self._rank == 0
         local = (self.hparams.groups // self._world_size) * self.hparams.group_size
         base = self.hparams.seed * 100_003 + self._rank * 10_007
-        self.train_envs = [self.make_env("train", base + i) for i in range(local)]
-        self.val_envs = [self.make_env(self.hparams.val_split, base + i) for i in range(self.hparams.val_batch_size)]
+        self._env_seeds = {"train": [base + i for i in range(local)],
+                           "val": [base + i for i in range(self.hparams.val_batch_size)]}
+        self.train_envs = [self.make_env("train", seed) for seed in self._env_seeds["train"]]
+        self.val_envs = [self.make_env(self.hparams.val_split, seed) for seed in self._env_seeds["val"]]
 
     def make_env(self, split: str, seed: int) -> TextEnv:
         return make_env(self.env_name, split=split, seed=seed, **self.env_kwargs)
@@ -205,7 +222,8 @@ class RolloutDataModule(LightningDataModule):
             resets, group_ids = self.train_resets(epoch, attempt)
             result = self.sampler.play(policy, self.train_envs, resets, group_ids, greedy=False,
                                        generator=self.sampling_generator(policy, epoch, attempt),
-                                       expert=self.expert_members(len(resets)))
+                                       expert=self.expert_members(len(resets)), guard=self.guard)
+            self._handle_env_errors(result, "train")
             self.score_expert_steps(policy, result)
             played.append(result)
             candidates = list(dict.fromkeys(group_ids))
@@ -232,6 +250,36 @@ class RolloutDataModule(LightningDataModule):
                         "rollout/informative_group_frac": (played_groups - dropped) / played_groups,
                         "rollout/kept_groups": float(num_kept)})
         return rollout, metrics
+
+    def _handle_env_errors(self, result: RolloutResult, which: str) -> None:
+        """Replace the environments that failed (their state is unknown; a hung one may still be busy) with
+        fresh ones; stop the run, after saving a checkpoint, when too many episodes failed."""
+        if not result.env_errors:
+            return
+        envs = self.train_envs if which == "train" else self.val_envs
+        split = "train" if which == "train" else self.hparams.val_split
+        for i, _ in result.env_errors:
+            envs[i] = self.make_env(split, self._env_seeds[which][i])
+        failed, played = len(result.env_errors), max(len(result.episodes), 1)
+        first = result.env_errors[0][1]
+        log.warning(f"{failed} of {played} {which} episodes ended by an environment failure "
+                    f"(task {self.env_name}); first: {first}")
+        if failed / played > float(self.hparams.max_env_error_fraction):
+            path = self._save_failure_checkpoint()
+            raise EnvironmentFailure(
+                f"{failed} of {played} {which} episodes failed in environment {self.env_name!r}, more than "
+                f"task.max_env_error_fraction={self.hparams.max_env_error_fraction}. First error: {first}. "
+                + (f"Checkpoint saved: {path}" if path else "No trainer attached: no checkpoint saved"))
+
+    def _save_failure_checkpoint(self) -> Optional[str]:
+        trainer = self.trainer
+        if trainer is None or trainer.state.fn != "fit":
+            return None
+        callback = trainer.checkpoint_callback
+        folder = callback.dirpath if callback is not None and callback.dirpath else trainer.default_root_dir
+        path = os.path.join(folder, "env_failure.ckpt")
+        trainer.save_checkpoint(path)
+        return path
 
     def sampling_generator(self, policy: Policy, epoch: int, attempt: int = 0) -> torch.Generator:
         """The random stream of one training rollout, a function of (seed, epoch, rank, attempt) alone: what
@@ -348,7 +396,9 @@ class RolloutDataModule(LightningDataModule):
         """Greedy episodes on the given held-out tasks (one episode each)."""
         envs = self.val_envs[: len(task_indices)]
         resets = [{"options": {"index": int(i)}} for i in task_indices]
-        return self.sampler.play(policy, envs, resets, list(range(len(envs))), greedy=True)
+        result = self.sampler.play(policy, envs, resets, list(range(len(envs))), greedy=True, guard=self.guard)
+        self._handle_env_errors(result, "val")
+        return result
 
     # ------------------------------------------------------------------ expert
     def expert_demonstrations(self, policy: Policy, num_episodes: int, seed: int = 0, noise: float = 0.0):

@@ -80,6 +80,8 @@ def check_algo_config(algo: Dict[str, Any]) -> None:
         raise ValueError(f"algo.overlong.buffer_fraction must be in (0, 1], got {overlong.get('buffer_fraction')}")
     if int(algo.get("ppo_epochs", 1)) < 1:
         raise ValueError(f"algo.ppo_epochs must be >= 1, got {algo['ppo_epochs']}")
+    if int(algo.get("max_consecutive_skips", 10)) < 1:
+        raise ValueError(f"algo.max_consecutive_skips must be >= 1, got {algo['max_consecutive_skips']}")
     if algo.get("recompute_old_logprobs", "auto") not in ("auto", True, False):
         raise ValueError(f"algo.recompute_old_logprobs={algo['recompute_old_logprobs']!r} is not allowed; "
                          "allowed values: auto, true, false")
@@ -148,6 +150,8 @@ class AgentLitModule(LightningModule):
         self.last_step_advantages: List[StepAdvantage] = []
         self.last_val_rollout: Optional[RolloutResult] = None
         self._epoch_start = 0.0
+        self._skipped_updates = 0  # this epoch's updates skipped for a non-finite advantage, loss or gradient
+        self._skip_streak = 0  # skips since the last update that was taken
 
     @property
     def rollout_metrics(self) -> Dict[str, float]:
@@ -350,6 +354,7 @@ class AgentLitModule(LightningModule):
     def on_train_epoch_start(self) -> None:
         self._epoch_start = time.perf_counter()
         self._prop1 = []
+        self._skipped_updates = 0
         for key, value in self._rollout_metrics.items():
             self.log(key, value, on_step=False, on_epoch=True, sync_dist=True)
         self._log_histograms(self._histograms)
@@ -371,6 +376,8 @@ class AgentLitModule(LightningModule):
             # filtered out): skip, rather than let Adam's momentum alone move the weights. Under
             # DDP every rank must step together, so there the zero-gradient step is taken.
             return None
+        if not bool(torch.isfinite(batch["advantages"]).all()):
+            return self._skip_update("advantage", batch["advantages"])
         temperature = float(self.hparams.temperature)
         mask = batch["response_mask"]
         logits, values = response_logits_and_values(self.model, batch, self.value_head)
@@ -382,6 +389,8 @@ class AgentLitModule(LightningModule):
             dual_clip=algo.get("dual_clip"), agg=agg,
         )
         n = batch["targets"].shape[0]
+        if not bool(torch.isfinite(loss)):
+            return self._skip_update("policy-gradient loss", loss)
         self.log("train/pg_loss", loss, on_step=False, on_epoch=True, batch_size=n)
         entropy = aggregate_loss(entropy_from_logits(logits.detach() / temperature), mask, agg)
         self.log("train/token_entropy", entropy, on_step=False, on_epoch=True, batch_size=n)
@@ -399,6 +408,8 @@ class AgentLitModule(LightningModule):
                                          clip=value_cfg.get("clip", 0.2))
             loss = loss + float(value_cfg.get("coef", 0.5)) * v_loss
             stats = {**stats, "value_loss": v_loss.detach(), **v_stats}
+        if not bool(torch.isfinite(loss)):
+            return self._skip_update("loss", loss)
         for key, value in stats.items():
             self.log(f"train/{key}", value, on_step=False, on_epoch=True, batch_size=n)
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
@@ -435,12 +446,49 @@ class AgentLitModule(LightningModule):
         self._log_histograms({"prop1/grad_norm_base_hist": grad_base, "prop1/grad_norm_empg_hist": grad_mod,
                               "prop1/score_norm_sq_hist": sampled_sq})
 
+    def _skip_update(self, what: str, value: torch.Tensor) -> Optional[torch.Tensor]:
+        """Skip this update: on one device nothing is back-propagated (None); under DDP every rank must
+        join the gradient all-reduce, so the non-finite loss is returned and the all-reduced gradients,
+        non-finite on every rank alike, are dropped in :meth:`on_before_optimizer_step`."""
+        if self.trainer.world_size > 1:
+            return value if value.requires_grad else self._nonfinite_loss()
+        self._count_skip(what)
+        return None
+
+    def _nonfinite_loss(self) -> torch.Tensor:
+        """A NaN loss connected to every trainable parameter (their gradients all become NaN)."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        return sum((p.sum() * float("nan") for p in params), torch.zeros((), device=self.device))
+
+    def _count_skip(self, what: str) -> None:
+        self._skipped_updates += 1
+        self._skip_streak += 1
+        limit = int(self.algo.get("max_consecutive_skips", 10))
+        log.warning(f"skipped an update: non-finite {what} (epoch {self.current_epoch}, step {self.global_step}; "
+                    f"{self._skip_streak} in a row, the run stops at {limit})")
+        if self._skip_streak >= limit:
+            raise FloatingPointError(
+                f"{self._skip_streak} consecutive updates had a non-finite {what} and were skipped: the run stops "
+                f"rather than train on nothing (algo.max_consecutive_skips={limit}). The weights and checkpoints "
+                "hold no NaN; look at the learning rate, the rewards and the advantages of the last rollout.")
+
     def on_before_optimizer_step(self, optimizer) -> None:
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if grads and not all(bool(torch.isfinite(g).all()) for g in grads):
+            # dropping the gradients makes the optimizer leave every parameter, and its moments, as they were
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    p.grad = None
+            self._count_skip("gradient")
+            return
+        if grads:
+            self._skip_streak = 0
         norms = grad_norm(self, norm_type=2)
         if "grad_2.0_norm_total" in norms:
             self.log("train/grad_norm", norms["grad_2.0_norm_total"], on_step=False, on_epoch=True)
 
     def on_train_epoch_end(self) -> None:
+        self.log("train/skipped_updates", float(self._skipped_updates), on_step=False, on_epoch=True, reduce_fx="sum")
         self._log_prop1()
         self.log("time/train_s", time.perf_counter() - self._epoch_start, on_step=False, on_epoch=True)
 

@@ -18,6 +18,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from envs.base import TextEnv
 from src.models.policy import Policy, stop_token_ids
+from src.rollout.env_guard import EnvGuard
 from src.rollout.prompts import PromptBuilder
 
 
@@ -71,6 +72,9 @@ class EpisodeRecord:
     #: the task's kind, for filtering episodes: ALFWorld's task type, Deep Search's dataset family
     task_type: str = ""
     expert: bool = False  # played by the environment's expert (``MultiTurnSampler.play(expert=...)``)
+    #: why the environment failed this episode (its reset or a step raised or timed out); "" = it did not.
+    #: Such an episode ends there, its steps are dropped from the rollout and it counts in no mean.
+    error: str = ""
 
 
 @dataclass
@@ -80,11 +84,14 @@ class RolloutResult:
     seconds: float = 0.0
     generated_tokens: int = 0
     truncated_prompts: int = 0
+    #: indices (into the ``envs`` passed to ``play``) of the environments that failed, with the error
+    env_errors: List[Tuple[int, str]] = field(default_factory=list)
 
     def summary(self) -> Dict[str, float]:
         """Batch means of the policy's episode metrics (success, return, length, invalid rate, task
-        metrics); episodes the expert played count only in ``expert_episodes`` / ``expert_success``."""
-        episodes = [e for e in self.episodes if not e.expert]
+        metrics); episodes the expert played count only in ``expert_episodes`` / ``expert_success``,
+        episodes the environment failed only in ``env_errors``."""
+        episodes = [e for e in self.episodes if not e.expert and not e.error]
         steps = [s for s in self.steps if not s.expert]
         n_eps, n_steps = max(len(episodes), 1), max(len(steps), 1)
         out = {
@@ -94,6 +101,7 @@ class RolloutResult:
             "invalid_action_rate": sum(not s.action_valid for s in steps) / n_steps,
             "response_length": sum(len(s.response_ids) for s in steps) / n_steps,
             "step_entropy": sum(s.step_entropy for s in steps) / n_steps,
+            "env_errors": float(sum(bool(e.error) for e in self.episodes)),
         }
         keys = sorted({k for e in episodes for k in e.metrics})
         for k in keys:
@@ -150,6 +158,7 @@ class MultiTurnSampler:
         greedy: bool = False,
         generator: Optional[torch.Generator] = None,
         expert: Optional[Sequence[bool]] = None,
+        guard: Optional[EnvGuard] = None,
     ) -> RolloutResult:
         """Play one episode in each env. ``resets[i]`` are the kwargs of ``envs[i].reset`` (seed /
         options: give group members identical resets); episodes run until every one has ended.
@@ -157,7 +166,12 @@ class MultiTurnSampler:
         ``expert[i]``: env i is played by its expert (``env.expert_response()``) instead of the policy.
         Its steps carry the expert's response tokens (and the end-of-turn token) with *empty*
         ``old_log_probs`` / ``token_entropies``: the policy's scores of them are the caller's to add
-        (``RolloutDataModule`` scores them with a forward pass)."""
+        (``RolloutDataModule`` scores them with a forward pass).
+
+        ``guard`` runs every ``reset`` and ``step`` (default: inline, exceptions caught): an environment
+        that raises or times out ends only its own episode, which is recorded with its ``error`` and
+        without steps; ``RolloutResult.env_errors`` lists the failed environments, which the caller
+        must replace before playing them again."""
         if not (len(envs) == len(resets) == len(group_ids)):
             raise ValueError(f"envs ({len(envs)}), resets ({len(resets)}), group_ids ({len(group_ids)}) differ")
         expert = [bool(x) for x in expert] if expert is not None else [False] * len(envs)
@@ -169,15 +183,25 @@ class MultiTurnSampler:
         policy.model.eval()
 
         n = len(envs)
-        observations, infos = zip(*(env.reset(**kw) for env, kw in zip(envs, resets))) if n else ((), ())
-        observations, infos = list(observations), [dict(i) for i in infos]
-        instructions = [info.get("instruction", "") for info in infos]
-        histories: List[List[Tuple[str, str]]] = [[] for _ in range(n)]
-        active = [True] * n
-        returns, invalid = [0.0] * n, [0] * n
+        guard = guard or EnvGuard()
         steps: List[StepRecord] = []
         episodes: List[Optional[EpisodeRecord]] = [None] * n
         result = RolloutResult(steps=steps, episodes=[])
+        observations: List[str] = [""] * n
+        infos: List[Dict[str, Any]] = [{} for _ in range(n)]
+        active = [True] * n
+        for i, (env, kw) in enumerate(zip(envs, resets)):
+            answer, error = guard(env.reset, **kw)
+            if error is None:
+                observations[i], infos[i] = answer[0], dict(answer[1])
+            else:
+                active[i] = False
+                result.env_errors.append((i, f"{type(env).__name__}.reset: {error}"))
+                episodes[i] = EpisodeRecord(int(group_ids[i]), i, None, 0, 0.0, False, 0, expert=expert[i],
+                                            error=result.env_errors[-1][1])
+        instructions = [info.get("instruction", "") for info in infos]
+        histories: List[List[Tuple[str, str]]] = [[] for _ in range(n)]
+        returns, invalid = [0.0] * n, [0] * n
         max_turns = max((env.max_steps for env in envs), default=0)
 
         progress = self._progress() if self.show_progress else None
@@ -213,7 +237,15 @@ class MultiTurnSampler:
                         responses[j] = tokenizer(texts[j], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
                 for j, i in enumerate(idx):
                     text = texts[j] if expert[i] else tokenizer.decode(responses[j], skip_special_tokens=True)
-                    obs, reward, terminated, truncated, info = envs[i].step(text)
+                    answer, error = guard(envs[i].step, text)
+                    if error is not None:
+                        active[i] = False
+                        result.env_errors.append((i, f"{type(envs[i]).__name__}.step: {error}"))
+                        episodes[i] = EpisodeRecord(
+                            int(group_ids[i]), i, infos[i].get("task_id"), turn + 1, returns[i], False, invalid[i],
+                            task_type=_task_type(infos[i]), expert=expert[i], error=result.env_errors[-1][1])
+                        continue
+                    obs, reward, terminated, truncated, info = answer
                     done = bool(terminated or truncated)
                     valid = bool(info.get("action_valid", True))
                     returns[i] += float(reward)
@@ -247,6 +279,8 @@ class MultiTurnSampler:
                                             returns[i], False, invalid[i], task_type=_task_type(infos[i]),
                                             expert=expert[i])
         result.episodes = [e for e in episodes if e is not None]
+        failed = {i for i, _ in result.env_errors}
+        result.steps = [s for s in steps if s.traj_id not in failed]  # a failed episode's rows train nothing
         result.seconds = time.perf_counter() - start
         policy.model.train(was_training)
         return result
