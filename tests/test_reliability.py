@@ -155,3 +155,88 @@ def test_consecutive_skips_stop_the_run_with_a_clear_error(make_cfg, monkeypatch
     with pytest.raises(FloatingPointError, match=r"2 consecutive updates had a non-finite advantage.*"
                                                  r"algo.max_consecutive_skips=2"):
         train(cfg)
+
+
+# ---------------------------------------------------------------------- early, clear errors
+SMALL = dict(task="deepsearch", vocab_size=600, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+             num_attention_heads=2, num_key_value_heads=1, extra_tokens=["<search>", "</search>"])
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    """A tiny model saved as a Hugging Face directory (what ``model=hf`` loads)."""
+    from src.models.policy import build_tiny_policy
+
+    folder = tmp_path_factory.mktemp("hf")
+    policy = build_tiny_policy(str(folder / "cache"), **SMALL)
+    policy.model.save_pretrained(folder / "model")
+    policy.tokenizer.save_pretrained(folder / "model")
+    return folder / "model"
+
+
+def test_a_tokenizer_without_chat_template_is_refused_by_name(saved_model, tmp_path):
+    import shutil
+
+    from src.models.policy import load_hf_policy
+
+    base = tmp_path / "base"
+    shutil.copytree(saved_model, base)
+    for name in ("tokenizer_config.json", "chat_template.jinja"):
+        path = base / name
+        if path.exists() and name.endswith(".jinja"):
+            path.unlink()
+        elif path.exists():
+            import json
+
+            config = json.loads(path.read_text())
+            config.pop("chat_template", None)
+            path.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"has no chat template.*model.policy.chat_template=chatml"):
+        load_hf_policy(str(base))
+    policy = load_hf_policy(str(base), chat_template="chatml")
+    assert "<|im_start|>" in policy.tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
+    with pytest.raises(ValueError, match=r"model.policy.dtype='fp8' is not allowed; allowed values: float32"):
+        load_hf_policy(str(base), dtype="fp8", chat_template="chatml")
+
+
+def test_a_tokenizer_larger_than_the_embeddings_is_refused(saved_model):
+    from src.models.policy import check_vocabulary, load_hf_policy
+
+    policy = load_hf_policy(str(saved_model))
+    rows = policy.model.get_input_embeddings().num_embeddings
+    policy.tokenizer.add_tokens([f"<extra{i}>" for i in range(rows - len(policy.tokenizer) + 5)])
+    with pytest.raises(ValueError, match=rf"tokenizer has {rows + 5} tokens but the model's embeddings have {rows} rows"):
+        check_vocabulary(policy)
+
+
+def test_a_prompt_that_cannot_fit_the_context_fails_before_any_rollout(make_cfg, monkeypatch):
+    from src.data.rollout_datamodule import RolloutDataModule
+
+    def no_rollout(*args, **kwargs):
+        raise AssertionError("a rollout was played")
+
+    monkeypatch.setattr(RolloutDataModule, "collect_rollout", no_rollout)
+    monkeypatch.setattr(RolloutDataModule, "expert_demonstrations", no_rollout)
+    cfg = make_cfg("task=deepsearch", "task.sampler.max_prompt_tokens=2040", "task.sampler.max_new_tokens=40")
+    with pytest.raises(ValueError, match=r"max_prompt_tokens \(2040\) \+ task.sampler.max_new_tokens \(40\) = 2080 "
+                                         r"exceeds the model's 2048 positions"):
+        train(cfg)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("task.groups=abc", r"task.groups='abc' must be an integer, got str"),
+    ("task.group_size=0", r"task.group_size=0 is out of range: it must be >= 1"),
+    ("task.sampler.temperature=0", r"task.sampler.temperature=0 is out of range: it must be > 0"),
+    ("task.sampler.max_new_tokens=2.5", r"task.sampler.max_new_tokens=2.5 must be an integer"),
+    ("task.max_env_error_fraction=1.5", r"task.max_env_error_fraction=1.5 is out of range: it must be >= 0 and <= 1"),
+    ("task.expert_guidance=2", r"task.expert_guidance=2 must be in \[0, task.group_size=2\)"),
+    ("algo.max_consecutive_skips=0", r"algo.max_consecutive_skips must be >= 1"),
+])
+def test_a_wrong_config_value_names_its_key(make_cfg, override, message):
+    import hydra
+    from hydra.errors import InstantiationException
+
+    cfg = make_cfg("task=deepsearch", override)
+    with pytest.raises((ValueError, InstantiationException), match=message):
+        hydra.utils.instantiate(cfg.task)
+        hydra.utils.instantiate(cfg.model)

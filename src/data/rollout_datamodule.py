@@ -20,6 +20,7 @@ from src.models.policy import Policy
 from src.rollout.env_guard import EnvGuard
 from src.rollout.expert import expert_demonstrations
 from src.rollout.sampler import EpisodeRecord, MultiTurnSampler, RolloutResult, StepRecord
+from src.utils.checks import require_number
 from src.utils.pylogger import RankedLogger
 
 from src.data.batch import collate_steps, score_rows
@@ -139,8 +140,14 @@ class RolloutDataModule(LightningDataModule):
         max_env_error_fraction: float = 0.1,
     ) -> None:
         super().__init__()
-        if not 0.0 <= float(max_env_error_fraction) <= 1.0:
-            raise ValueError(f"task.max_env_error_fraction must be in [0, 1], got {max_env_error_fraction}")
+        for key, value in (("groups", groups), ("group_size", group_size), ("mini_batch_size", mini_batch_size),
+                           ("val_episodes", val_episodes), ("val_batch_size", val_batch_size)):
+            require_number(f"task.{key}", value, integer=True, low=1)
+        require_number("task.seed", seed, integer=True)
+        require_number("task.expert_guidance", expert_guidance, integer=True, low=0)
+        require_number("task.max_env_error_fraction", max_env_error_fraction, low=0.0, high=1.0)
+        if env_step_timeout_s is not None:
+            require_number("task.env_step_timeout_s", env_step_timeout_s, low=0.0, low_open=True)
         if not 0 <= int(expert_guidance) < int(group_size):
             raise ValueError(f"task.expert_guidance={expert_guidance} must be in [0, task.group_size={group_size}): "
                              "at least one member of each group is the policy's")

@@ -34,7 +34,7 @@ from src.algos.losses import (
     value_loss,
 )
 from src.data.batch import response_logits, response_logits_and_values, score_rows, token_log_probs
-from src.models.policy import Policy
+from src.models.policy import Policy, check_context, check_vocabulary
 from src.models.warmstart import cached_warm_start
 from src.rollout.sampler import RolloutResult, concat_rollouts
 from src.utils.determinism import restore_rng_states, rng_states
@@ -171,6 +171,9 @@ class AgentLitModule(LightningModule):
         self._prepared = True
         ws = self.warmstart_cfg
         datamodule = self.trainer.datamodule if self._trainer is not None else None
+        check_vocabulary(self.policy)
+        if datamodule is not None:  # before any rollout or warm start: a prompt that can never fit
+            check_context(self.policy, datamodule.sampler.max_prompt_tokens, datamodule.sampler.max_new_tokens)
         if ws.get("enabled") and datamodule is not None:
             pairs, expert_success = datamodule.expert_demonstrations(self.policy, ws["episodes"], ws["seed"],
                                                                      noise=float(ws.get("noise", 0.0)))

@@ -148,26 +148,62 @@ def build_tiny_policy(
     return load_hf_policy(str(path), fingerprint=fingerprint)
 
 
+#: ``model.policy.dtype`` values
+DTYPES = ("float32", "bfloat16", "float16")
+
+
 def load_hf_policy(
     name_or_path: str,
     dtype: str = "float32",
     attn_implementation: Optional[str] = "sdpa",
     trust_remote_code: bool = False,
     fingerprint: Optional[str] = None,
+    chat_template: Optional[str] = None,
 ) -> Policy:
-    """Load a causal LM (e.g. ``Qwen/Qwen2.5-1.5B-Instruct`` or a local directory) and its tokenizer."""
+    """Load a causal LM (e.g. ``Qwen/Qwen2.5-1.5B-Instruct`` or a local directory) and its tokenizer.
+
+    ``chat_template``: for a tokenizer that has none (a base model): ``"chatml"`` (the bundled ChatML
+    template, ``<|im_start|>`` turns) or a Jinja template string. A tokenizer without a template and
+    without this setting is refused before the weights load: a guessed format would train the policy on
+    prompts it was never taught to read."""
+    if dtype not in DTYPES:
+        raise ValueError(f"model.policy.dtype={dtype!r} is not allowed; allowed values: {', '.join(DTYPES)}")
     tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if chat_template is not None:
+        tokenizer.chat_template = CHAT_TEMPLATE if chat_template == "chatml" else chat_template
     if tokenizer.chat_template is None:
-        tokenizer.chat_template = CHAT_TEMPLATE
+        raise ValueError(f"the tokenizer of {name_or_path} has no chat template (a base model?): set "
+                         "model.policy.chat_template=chatml (the bundled ChatML template) or to a Jinja template, "
+                         "or use an instruct model")
     model = AutoModelForCausalLM.from_pretrained(
         name_or_path,
         dtype=getattr(torch, dtype),
         attn_implementation=attn_implementation,
         trust_remote_code=trust_remote_code,
     )
-    return Policy(model=model, tokenizer=tokenizer, fingerprint=fingerprint or _fingerprint([name_or_path, dtype]))
+    policy = Policy(model=model, tokenizer=tokenizer, fingerprint=fingerprint or _fingerprint([name_or_path, dtype]))
+    check_vocabulary(policy, name_or_path)
+    return policy
+
+
+def check_vocabulary(policy: Policy, name: str = "the model") -> None:
+    """Every token id the tokenizer can produce must have a row in the model's embedding matrix."""
+    rows = policy.model.get_input_embeddings().num_embeddings
+    if len(policy.tokenizer) > rows:
+        raise ValueError(f"{name}: the tokenizer has {len(policy.tokenizer)} tokens but the model's embeddings "
+                         f"have {rows} rows; token ids >= {rows} would index out of range. Load the tokenizer "
+                         "that belongs to these weights (or resize the embeddings and fine-tune)")
+
+
+def check_context(policy: Policy, max_prompt_tokens: int, max_new_tokens: int) -> None:
+    """A prompt of ``max_prompt_tokens`` plus a response of ``max_new_tokens`` must fit the model's positions."""
+    positions = getattr(policy.model.config, "max_position_embeddings", None)
+    if positions is not None and max_prompt_tokens + max_new_tokens > positions:
+        raise ValueError(f"task.sampler.max_prompt_tokens ({max_prompt_tokens}) + task.sampler.max_new_tokens "
+                         f"({max_new_tokens}) = {max_prompt_tokens + max_new_tokens} exceeds the model's "
+                         f"{positions} positions (max_position_embeddings): lower one of them")
 
 
 def stop_token_ids(tokenizer: PreTrainedTokenizerBase, generation_config: Any = None) -> List[int]:

@@ -20,6 +20,7 @@ from envs.base import TextEnv
 from src.models.policy import Policy, stop_token_ids
 from src.rollout.env_guard import EnvGuard
 from src.rollout.prompts import PromptBuilder
+from src.utils.checks import require_number
 
 
 @dataclass
@@ -146,6 +147,11 @@ class MultiTurnSampler:
     max_prompt_tokens: int = 1024
     temperature: float = 1.0
     show_progress: bool = True
+
+    def __post_init__(self) -> None:
+        require_number("task.sampler.max_new_tokens", self.max_new_tokens, integer=True, low=1)
+        require_number("task.sampler.max_prompt_tokens", self.max_prompt_tokens, integer=True, low=1)
+        require_number("task.sampler.temperature", self.temperature, low=0.0, low_open=True)
 
     @torch.no_grad()
     def play(
