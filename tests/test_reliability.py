@@ -28,6 +28,10 @@ def test_env_guard_returns_values_errors_and_timeouts():
     assert inline(lambda: 3) == (3, None) and inline(lambda: {}["k"])[1].startswith("KeyError")
     with pytest.raises(ValueError, match="env_step_timeout_s"):
         EnvGuard(0)
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(guard))  # ddp_spawn pickles the data module, and its guard with it
+    assert copy.timeout_s == 0.2 and copy(lambda: 1) == (1, None)
 
 
 # ---------------------------------------------------------------------- faulty environments

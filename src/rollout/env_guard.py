@@ -38,6 +38,10 @@ class EnvGuard:
         self.timeout_s = timeout_s
         self._worker: Optional[_Worker] = None
 
+    def __getstate__(self) -> dict:
+        # a thread does not pickle (ddp_spawn sends the data module to its workers): each process starts its own
+        return {"timeout_s": self.timeout_s, "_worker": None}
+
     def __call__(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Tuple[Any, Optional[str]]:
         if self.timeout_s is None:
             try:
