@@ -95,6 +95,9 @@ def test_recorded_advantages_are_the_ones_the_loss_used(recorded):
     used = {(s.traj_id, s.step_idx): (row, adv) for s, row, adv in zip(rollout.steps, rows, advantages)}
     records = _read(recorded["dir"] / "episodes" / "epoch_1_train.jsonl")
     assert sum(len(e["steps"]) for e in records) == len(rows)
+    # who played each episode (debug=smoke has the expert play one member of every group)
+    assert [e["expert"] for e in records] == [e.expert for e in rollout.episodes]
+    assert any(e["expert"] for e in records) == (recorded["cfg"].task.expert_guidance > 0)
     for episode in records:
         for step in episode["steps"]:
             row, adv = used[(episode["traj_id"], step["step"])]

@@ -19,7 +19,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from src.rollout.sampler import RolloutResult, StepRecord
 
 #: Per-episode keys of a record, in file order (``steps`` holds the per-step records).
-EPISODE_FIELDS = ("epoch", "split", "env", "task_id", "task_type", "group_id", "traj_id", "won", "return",
+EPISODE_FIELDS = ("epoch", "split", "env", "task_id", "task_type", "group_id", "traj_id", "expert", "won", "return",
                   "length", "num_invalid", "metrics", "steps")
 #: Per-step keys of a record. The four advantage keys are null in validation episodes (no update
 #: uses them) and ``g`` / ``f`` are null when EMPG is off.
@@ -132,7 +132,8 @@ def episode_records(rollout: RolloutResult, tokenizer: Any, split: str, epoch: i
             steps[step.traj_id].append(step_record(step, tokenizer, adv))
     return [{
         "epoch": epoch, "split": split, "env": env, "task_id": e.task_id, "task_type": e.task_type,
-        "group_id": e.group_id, "traj_id": e.traj_id, "won": bool(e.won), "return": _number(e.episode_return),
+        "group_id": e.group_id, "traj_id": e.traj_id, "expert": bool(e.expert), "won": bool(e.won),
+        "return": _number(e.episode_return),
         "length": e.num_steps, "num_invalid": e.num_invalid,
         "metrics": {k: _number(v) for k, v in e.metrics.items()},
         "steps": sorted(steps[e.traj_id], key=lambda s: s["step"]),
@@ -175,8 +176,9 @@ def episode_markdown(record: Dict[str, Any], max_chars: int = 600) -> str:
     """An episode as Markdown for TensorBoard's text tab: a header line, then per step the raw
     observation, the response, the executed action and the step's numbers."""
     kind = f" ({record['task_type']})" if record["task_type"] else ""
-    lines = [f"**epoch {record['epoch']} · {record['split']} · task {record['task_id']}{kind} · "
-             f"{'won' if record['won'] else 'lost'} · return {_fmt(record['return'])} · {record['length']} steps**"]
+    player = " · played by the expert" if record["expert"] else ""
+    lines = [f"**epoch {record['epoch']} · {record['split']} · task {record['task_id']}{kind}{player} · "
+             f"{'won' if record['won'] else 'lost'} · return {_fmt(record['return'])} · {record['length']} steps**", ""]
     for s in record["steps"]:
         numbers = f"entropy {_fmt(s['entropy'])} · reward {_fmt(s['reward'])}"
         if s["penalty"]:
@@ -186,6 +188,6 @@ def episode_markdown(record: Dict[str, Any], max_chars: int = 600) -> str:
             if s["g"] is not None:
                 numbers += f" (g {_fmt(s['g'])}, f {_fmt(s['f'])})"
         validity = "valid" if s["valid"] else "invalid"
-        lines += [f"step {s['step'] + 1} · {numbers}", "", "```", _cut(s["anchor_obs"], max_chars), "```",
+        lines += [f"*step {s['step'] + 1}* · {numbers}", "", "```", _cut(s["anchor_obs"], max_chars), "```",
                   "```", _cut(s["response"], max_chars), "```", f"→ `{s['action']}` ({validity})", ""]
     return "\n".join(lines)
