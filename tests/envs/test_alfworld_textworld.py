@@ -180,3 +180,17 @@ def test_error_without_alfworld_package(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "alfworld", None)  # `import alfworld` raises ImportError
     with pytest.raises(ImportError, match=r'pip install -e "\.\[alfworld\]"'):
         AlfWorldEnv(split="train", backend="textworld", games_dir=str(tmp_path))
+
+
+def test_textworld_engine_runs_on_the_env_guard_thread(exported):
+    # training steps environments on EnvGuard's worker thread (task.env_step_timeout_s): the real engine
+    # must work off the main thread
+    from src.rollout.env_guard import EnvGuard
+
+    root, games, paths = exported
+    env = AlfWorldEnv(split="train", backend="textworld", games_dir=root)
+    guard = EnvGuard(timeout_s=120)
+    answer, error = guard(env.reset, options={"index": 0})
+    assert error is None and answer[0].startswith("-= Welcome to TextWorld, ALFRED! =-")
+    answer, error = guard(env.step, env.expert_response())
+    assert error is None and answer[4]["action_valid"] and answer[0] != NOTHING_HAPPENS
