@@ -29,7 +29,7 @@ from src.algos.advantages import grpo_advantages  # noqa: E402
 from src.algos.empg import empg_advantages  # noqa: E402
 from src.algos.losses import policy_gradient_loss  # noqa: E402
 from src.data.batch import collate_steps, response_logits, token_log_probs  # noqa: E402
-from src.models.policy import build_tiny_policy  # noqa: E402
+from src.policy.model import build_tiny_policy  # noqa: E402
 
 STEPS_PER_TRAJ, GROUP_SIZE, MINI_BATCH = 8, 8, 32
 

@@ -90,6 +90,6 @@ def test_length_caps_follow_the_model(make_cfg, task, tiny_caps):
     assert (tiny.task.sampler.max_prompt_tokens, tiny.task.sampler.max_new_tokens) == tiny_caps
     hf = make_cfg(f"task={task}", "model=hf", fast=False)
     assert (hf.task.sampler.max_prompt_tokens, hf.task.sampler.max_new_tokens) == (2048, 512)
-    assert hf.model.policy._target_ == "src.models.policy.load_hf_policy"
+    assert hf.model.policy._target_ == "src.policy.model.load_hf_policy"
     override = make_cfg(f"task={task}", "model=hf", "task.sampler.max_new_tokens=64", fast=False)
     assert override.task.sampler.max_new_tokens == 64

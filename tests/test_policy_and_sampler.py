@@ -9,7 +9,7 @@ import torch
 import envs
 from src.algos.losses import entropy_from_logits
 from src.data.batch import collate_steps, response_logits, token_log_probs
-from src.models.policy import build_tiny_policy, stop_token_ids, tokenizer_training_text, train_tiny_tokenizer
+from src.policy.model import build_tiny_policy, stop_token_ids, tokenizer_training_text, train_tiny_tokenizer
 from src.models.warmstart import cached_warm_start
 from src.rollout.prompts import PromptBuilder
 from src.rollout.sampler import generate

@@ -169,7 +169,7 @@ SMALL = dict(task="deepsearch", vocab_size=600, hidden_size=32, intermediate_siz
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory):
     """A tiny model saved as a Hugging Face directory (what ``model=hf`` loads)."""
-    from src.models.policy import build_tiny_policy
+    from src.policy.model import build_tiny_policy
 
     folder = tmp_path_factory.mktemp("hf")
     policy = build_tiny_policy(str(folder / "cache"), **SMALL)
@@ -181,7 +181,7 @@ def saved_model(tmp_path_factory):
 def test_a_tokenizer_without_chat_template_is_refused_by_name(saved_model, tmp_path):
     import shutil
 
-    from src.models.policy import load_hf_policy
+    from src.policy.model import load_hf_policy
 
     base = tmp_path / "base"
     shutil.copytree(saved_model, base)
@@ -204,7 +204,7 @@ def test_a_tokenizer_without_chat_template_is_refused_by_name(saved_model, tmp_p
 
 
 def test_a_tokenizer_larger_than_the_embeddings_is_refused(saved_model):
-    from src.models.policy import check_vocabulary, load_hf_policy
+    from src.policy.model import check_vocabulary, load_hf_policy
 
     policy = load_hf_policy(str(saved_model))
     rows = policy.model.get_input_embeddings().num_embeddings

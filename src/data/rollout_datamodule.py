@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from envs import make_env
 from envs.base import TextEnv
 from src.algos.advantages import informative_groups
-from src.models.policy import Policy
+from src.policy.model import Policy
 from src.rollout.env_guard import EnvGuard
 from src.rollout.expert import expert_demonstrations
 from src.rollout.sampler import EpisodeRecord, MultiTurnSampler, RolloutResult, StepRecord

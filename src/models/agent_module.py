@@ -34,7 +34,7 @@ from src.algos.losses import (
     value_loss,
 )
 from src.data.batch import response_logits, response_logits_and_values, score_rows, token_log_probs
-from src.models.policy import Policy, check_context, check_vocabulary
+from src.policy.model import Policy, check_context, check_vocabulary
 from src.models.warmstart import cached_warm_start
 from src.rollout.sampler import RolloutResult, concat_rollouts
 from src.utils.determinism import restore_rng_states, rng_states
@@ -94,7 +94,7 @@ class AgentLitModule(LightningModule):
     """RL fine-tuning of an LLM agent.
 
     Args:
-        policy: the causal LM and tokenizer (``src.models.policy.build_tiny_policy`` / ``load_hf_policy``).
+        policy: the causal LM and tokenizer (``src.policy.model.build_tiny_policy`` / ``load_hf_policy``).
         algo: the ``algo`` config (``configs/algo/``): ``estimator`` (name + options), ``empg``
             (enabled, k, k_future, zeta, eps, normalize), ``overlong``, clip_low / clip_high /
             dual_clip, loss_agg, kl_coef / kl_type / kl_in_reward, entropy_coef, ``value`` (coef,

@@ -21,7 +21,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import torch
 
 from src.data.batch import collate_steps, response_logits, rows_from_pairs, token_log_probs
-from src.models.policy import Policy
+from src.policy.model import Policy
 from src.utils.determinism import numerics_signature, pinned_threads
 from src.utils.pylogger import RankedLogger
 

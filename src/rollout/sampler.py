@@ -17,7 +17,7 @@ import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from envs.base import TextEnv
-from src.models.policy import Policy, stop_token_ids
+from src.policy.model import Policy, stop_token_ids
 from src.rollout.env_guard import EnvGuard
 from src.rollout.prompts import PromptBuilder
 from src.utils.checks import require_number

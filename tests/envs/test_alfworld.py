@@ -458,7 +458,7 @@ def test_explore_expert_acts_on_the_prompt_window_only():
 def test_explore_expert_never_names_what_it_has_not_seen():
     """Every object the exploring expert names was in its current or a previous observation of the window,
     and every receptacle is one of the room's; its responses fit the tiny model's 48-token budget."""
-    from src.models.policy import train_tiny_tokenizer
+    from src.policy.model import train_tiny_tokenizer
 
     tags = ["<think>", "</think>", "<action>", "</action>"]
     tokenizer = train_tiny_tokenizer(AlfWorldEnv.tokenizer_corpus(), 4096, tags)  # model=tiny: its tags that occur here

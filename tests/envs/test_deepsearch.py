@@ -525,7 +525,7 @@ def test_whole_episode_prompt_fits_the_tiny_models_prompt_cap():
     questions: mean 517, max 595 of 1,024 tokens)."""
     from omegaconf import OmegaConf
 
-    from src.models.policy import tokenizer_training_text, train_tiny_tokenizer
+    from src.policy.model import tokenizer_training_text, train_tiny_tokenizer
     from src.rollout.prompts import PromptBuilder
 
     task = OmegaConf.load("configs/task/deepsearch.yaml").task
