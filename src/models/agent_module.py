@@ -34,6 +34,7 @@ from src.algos.losses import (
     value_loss,
 )
 from src.data.batch import response_logits, response_logits_and_values, score_rows, token_log_probs
+from src.policy.lora import has_lora, reference_model
 from src.policy.model import Policy, check_context, check_vocabulary
 from src.models.warmstart import cached_warm_start
 from src.rollout.sampler import RolloutResult, concat_rollouts
@@ -181,7 +182,8 @@ class AgentLitModule(LightningModule):
             cached_warm_start(self.policy, pairs, cache_dir=ws["cache_dir"], steps=ws["steps"],
                               batch_size=ws["batch_size"], lr=ws["lr"], seed=ws["seed"],
                               num_threads=ws.get("num_threads"))
-        if self._kl_coef > 0:
+        if self._kl_coef > 0 and not has_lora(self.model):
+            # with LoRA the reference is the base with the adapters disabled (reference_model), not a second copy
             self.ref_model = copy.deepcopy(self.model).requires_grad_(False).eval()
 
     # ------------------------------------------------------------------ rollout -> rows
@@ -324,7 +326,8 @@ class AgentLitModule(LightningModule):
                 for s, v in zip(rollout.steps, step_values):
                     values[s.traj_id, s.step_idx] = v
             if self._kl_coef and self.algo.get("kl_in_reward", False):
-                ref_lp = score_rows(self.ref_model, rows, pad_id, temperature).log_probs
+                with reference_model(self.model, self.ref_model) as ref:
+                    ref_lp = score_rows(ref, rows, pad_id, temperature).log_probs
                 step_kl = torch.zeros(shape)
                 kind = self.algo.get("kl_type", "low-var")
                 for s, ref in zip(rollout.steps, ref_lp):
@@ -399,9 +402,9 @@ class AgentLitModule(LightningModule):
         self.log("train/token_entropy", entropy, on_step=False, on_epoch=True, batch_size=n)
         if entropy_coef:
             loss = loss - entropy_coef * aggregate_loss(entropy_from_logits(logits / temperature), mask, agg)
-        if kl_in_loss and self.ref_model is not None:
-            with torch.no_grad():
-                ref_log_probs = token_log_probs(response_logits(self.ref_model, batch), batch["targets"], temperature)
+        if kl_in_loss and (self.ref_model is not None or has_lora(self.model)):
+            with torch.no_grad(), reference_model(self.model, self.ref_model) as ref:
+                ref_log_probs = token_log_probs(response_logits(ref, batch), batch["targets"], temperature)
             kl = aggregate_loss(kl_penalty(log_probs, ref_log_probs, algo.get("kl_type", "low-var")), mask, agg)
             loss = loss + self._kl_coef * kl
             self.log("train/kl", kl, on_step=False, on_epoch=True, batch_size=n)

@@ -14,6 +14,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from src.policy.lora import apply_lora, lora_settings
 from src.utils.determinism import library_versions
 from src.utils.pylogger import RankedLogger
 
@@ -91,6 +92,9 @@ def build_tiny_policy(
     max_position_embeddings: int = 2048,
     extra_tokens: Sequence[str] = (),
     seed: int = 0,
+    lora: Optional[Dict[str, Any]] = None,
+    gradient_checkpointing: bool = False,
+    autocast: Optional[str] = None,
 ) -> Policy:
     """Build (or load from ``cache_dir``) a small Qwen2 causal LM and its locally trained tokenizer.
 
@@ -100,7 +104,8 @@ def build_tiny_policy(
     order) and the weights are initialised under ``torch.manual_seed(seed)``. The result is cached in
     ``cache_dir/<fingerprint>/`` in ``save_pretrained`` format, so later runs (and the warm start
     cache) reuse it; nothing is downloaded. The fingerprint holds the versions of torch, transformers
-    and tokenizers, which another install may not share.
+    and tokenizers, which another install may not share. ``lora``, ``gradient_checkpointing`` and
+    ``autocast``: as for :func:`load_hf_policy`.
     """
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -116,8 +121,9 @@ def build_tiny_policy(
     )
     fingerprint = "tiny-" + _fingerprint(spec)
     path = Path(cache_dir) / fingerprint
+    switches = dict(lora=lora, gradient_checkpointing=gradient_checkpointing, autocast=autocast)
     if (path / "config.json").exists():
-        return load_hf_policy(str(path), fingerprint=fingerprint)
+        return load_hf_policy(str(path), fingerprint=fingerprint, **switches)
 
     log.info(f"Building tiny policy {fingerprint} (tokenizer trained on the text of task {task!r})")
     tokenizer = train_tiny_tokenizer(texts, vocab_size, extra_tokens)
@@ -145,11 +151,70 @@ def build_tiny_policy(
         shutil.rmtree(tmp, ignore_errors=True)
     else:
         os.replace(tmp, path)
-    return load_hf_policy(str(path), fingerprint=fingerprint)
+    return load_hf_policy(str(path), fingerprint=fingerprint, **switches)
 
 
 #: ``model.policy.dtype`` values
 DTYPES = ("float32", "bfloat16", "float16")
+#: ``model.policy.autocast`` values (besides null)
+AUTOCAST_DTYPES = ("bf16",)
+
+
+class AutocastForward:
+    """Forward hooks that run a model's forward under ``torch.autocast`` (bf16 matmuls over fp32
+    weights) and hand back float32 logits, so log-probs, entropies and the loss stay in full precision.
+    Hooks rather than a wrapper module: the model keeps its class and attributes, and still pickles
+    (``ddp_spawn``) and deep-copies (the KL reference) with the hooks."""
+
+    def __init__(self, dtype: torch.dtype = torch.bfloat16) -> None:
+        self.dtype = dtype
+        self._active: List[Any] = []  # one context per forward in progress (a stack: calls may nest)
+
+    def enter(self, module: torch.nn.Module, args: Any) -> None:
+        context = torch.autocast(next(module.parameters()).device.type, dtype=self.dtype)
+        context.__enter__()
+        self._active.append(context)
+
+    def exit(self, module: torch.nn.Module, args: Any, output: Any) -> Any:
+        self._active.pop().__exit__(None, None, None)
+        if getattr(output, "logits", None) is not None:
+            output.logits = output.logits.float()
+        return output
+
+    def attach(self, model: torch.nn.Module) -> None:
+        model.register_forward_pre_hook(self.enter)
+        # always_call: a forward that raises still leaves the autocast region
+        model.register_forward_hook(self.exit, always_call=True)
+
+
+def check_autocast(autocast: Optional[str]) -> None:
+    if autocast is not None and autocast not in AUTOCAST_DTYPES:
+        raise ValueError(f"model.policy.autocast={autocast!r} is not allowed; allowed values: null, "
+                         f"{', '.join(AUTOCAST_DTYPES)}")
+
+
+def prepare_for_training(policy: Policy, lora: Optional[Dict[str, Any]] = None, gradient_checkpointing: bool = False,
+                         autocast: Optional[str] = None) -> Policy:
+    """The policy with the training switches of ``model.policy`` applied: LoRA adapters (``lora``: enabled, r,
+    alpha, dropout, target_modules; see ``src.policy.lora``), activation checkpointing, bf16 autocast. The
+    fingerprint changes with LoRA and autocast, which change what a warm start from it trains."""
+    check_autocast(autocast)
+    model, fingerprint = policy.model, policy.fingerprint
+    if gradient_checkpointing:
+        # non-reentrant checkpointing: frozen inputs (LoRA's frozen embeddings) still get adapter gradients
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):  # the current name (5.24 here); the old one warns
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    settings = lora_settings(lora)
+    if settings is not None:
+        model = apply_lora(model, **settings)
+    if autocast is not None:
+        AutocastForward(torch.bfloat16).attach(model)
+    if settings is not None or autocast is not None:
+        fingerprint = f"{fingerprint}-{_fingerprint([settings, autocast])}"
+    return Policy(model=model, tokenizer=policy.tokenizer, fingerprint=fingerprint)
 
 
 def load_hf_policy(
@@ -159,15 +224,21 @@ def load_hf_policy(
     trust_remote_code: bool = False,
     fingerprint: Optional[str] = None,
     chat_template: Optional[str] = None,
+    lora: Optional[Dict[str, Any]] = None,
+    gradient_checkpointing: bool = False,
+    autocast: Optional[str] = None,
 ) -> Policy:
     """Load a causal LM (e.g. ``Qwen/Qwen2.5-1.5B-Instruct`` or a local directory) and its tokenizer.
 
     ``chat_template``: for a tokenizer that has none (a base model): ``"chatml"`` (the bundled ChatML
     template, ``<|im_start|>`` turns) or a Jinja template string. A tokenizer without a template and
     without this setting is refused before the weights load: a guessed format would train the policy on
-    prompts it was never taught to read."""
+    prompts it was never taught to read.
+
+    ``lora``, ``gradient_checkpointing``, ``autocast``: the training switches of :func:`prepare_for_training`."""
     if dtype not in DTYPES:
         raise ValueError(f"model.policy.dtype={dtype!r} is not allowed; allowed values: {', '.join(DTYPES)}")
+    check_autocast(autocast)  # before the weights load
     tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -185,7 +256,7 @@ def load_hf_policy(
     )
     policy = Policy(model=model, tokenizer=tokenizer, fingerprint=fingerprint or _fingerprint([name_or_path, dtype]))
     check_vocabulary(policy, name_or_path)
-    return policy
+    return prepare_for_training(policy, lora, gradient_checkpointing, autocast)
 
 
 def check_vocabulary(policy: Policy, name: str = "the model") -> None:
