@@ -137,3 +137,14 @@ def test_last_ckpt_is_the_last_epoch_even_when_validation_never_improves(make_cf
     # the last epoch's Proposition 1 table: one row per trained step, finite
     prop1 = list(csv.DictReader(open(tmp_path / "prop1.csv")))
     assert prop1 and all(math.isfinite(float(v)) for r in prop1 for v in r.values())
+
+
+def test_evaluating_the_best_checkpoint_keeps_the_initial_row(make_cfg, tmp_path):
+    # `test: true` validates the best checkpoint after training: that pass is not a point of the learning
+    # curve, and must not replace row 0 (the warm-started policy before any update)
+    metrics, objects = train(make_cfg("test=true"))
+    rows = list(csv.DictReader(open(tmp_path / "results.csv")))
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert int(rows[0]["global_step"]) == 0
+    assert float(rows[0]["val/success"]) == pytest.approx(float(metrics["val/success_initial"]))
+    assert "test/success" in metrics

@@ -70,6 +70,8 @@ class ResultsTable(Callback):
             epoch = trainer.current_epoch + 1
             rollout = getattr(pl_module, "rollout_metrics", {})
             metrics.update({k: _scalar(v) for k, v in rollout.items() if k.startswith("rollout/")})
+        elif any(r["epoch"] > 0 for r in self.rows):
+            return  # a validation after training (`test: true` on the best checkpoint) is no point of the curve
         else:  # trainer.validate before fit: the initial policy
             epoch = 0
         row: Dict[str, float] = {"epoch": epoch, "global_step": trainer.global_step, "env_steps": self.env_steps,
