@@ -27,7 +27,7 @@ class ScriptedSampler:
     def __init__(self):
         self.calls = 0
 
-    def play(self, policy, envs, resets, group_ids, greedy=False):
+    def play(self, policy, envs, resets, group_ids, greedy=False, generator=None, expert=None, guard=None):
         self.calls += 1
         steps, episodes = [], []
         for i, gid in enumerate(group_ids):

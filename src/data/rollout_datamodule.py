@@ -288,11 +288,12 @@ class RolloutDataModule(LightningDataModule):
         trainer.save_checkpoint(path)
         return path
 
-    def sampling_generator(self, policy: Policy, epoch: int, attempt: int = 0) -> torch.Generator:
+    def sampling_generator(self, policy: Optional[Policy], epoch: int, attempt: int = 0) -> torch.Generator:
         """The random stream of one training rollout, a function of (seed, epoch, rank, attempt) alone: what
         an epoch samples does not depend on what ran before it in the process, so a run resumed from a
         checkpoint samples exactly what the interrupted run did."""
-        device = next(policy.model.parameters()).device
+        # the generator must live where the sampler draws (a CUDA generator for a model on a GPU)
+        device = next(policy.model.parameters()).device if policy is not None else torch.device("cpu")
         key = random.Random(f"sample/{self.hparams.seed}/{epoch}/{self._rank}/{attempt}").getrandbits(63)
         return torch.Generator(device=device).manual_seed(key)
 
