@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from src.algos.losses import entropy_from_logits
-from src.rollout.sampler import left_pad, position_ids_from_mask
+from src.rollout.sampler import StepRecord, left_pad, position_ids_from_mask
 
 
 #: Per-row scalars a training row may carry -> their (N,) float tensor in the batch.
@@ -170,3 +170,20 @@ def rows_from_pairs(tokenizer, pairs: Sequence[tuple], eos: bool = True) -> List
         rows.append({"prompt_ids": tokenizer(prompt, add_special_tokens=False)["input_ids"],
                      "response_ids": response_ids})
     return rows
+
+
+def rescore_steps(model: torch.nn.Module, steps: Sequence[StepRecord], pad_id: int, temperature: float, *,
+                  batches: Optional[Sequence[Sequence[int]]] = None, batch_size: int = 32) -> None:
+    """Replace each step's ``old_log_probs`` and ``token_entropies`` with ``model``'s own forward pass (in
+    eval mode, at ``temperature``), scored in ``batches`` of step indices (default: chunks of
+    ``batch_size``): the trainer's numerics for a rollout (``algo.recompute_old_logprobs``) or the policy's
+    scores of responses it did not sample (expert-played steps)."""
+    if not steps:
+        return
+    was_training = model.training
+    model.eval()
+    scores = score_rows(model, [s.training_row(0.0) for s in steps], pad_id, temperature, batch_size=batch_size,
+                        batches=batches, entropies=True)
+    model.train(was_training)
+    for step, log_probs, entropies in zip(steps, scores.log_probs, scores.entropies):
+        step.old_log_probs, step.token_entropies = log_probs, entropies

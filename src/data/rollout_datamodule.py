@@ -23,7 +23,7 @@ from src.rollout.sampler import EpisodeRecord, MultiTurnSampler, RolloutResult, 
 from src.utils.checks import require_number
 from src.utils.pylogger import RankedLogger
 
-from src.data.batch import collate_steps, score_rows
+from src.data.batch import collate_steps, rescore_steps
 
 log = RankedLogger(__name__, rank_zero_only=True)
 
@@ -231,7 +231,6 @@ class RolloutDataModule(LightningDataModule):
                                        generator=self.sampling_generator(policy, epoch, attempt),
                                        expert=self.expert_members(len(resets)), guard=self.guard)
             self._handle_env_errors(result, "train")
-            self.score_expert_steps(policy, result)
             played.append(result)
             candidates = list(dict.fromkeys(group_ids))
             if filter_groups:
@@ -303,21 +302,6 @@ class RolloutDataModule(LightningDataModule):
         size, k = self.hparams.group_size, int(self.hparams.expert_guidance)
         return [i % size >= size - k for i in range(num_envs)]
 
-    def score_expert_steps(self, policy: Policy, result: RolloutResult) -> None:
-        """The policy's log-probs and token entropies of the expert's responses (one forward pass per
-        mini-batch, at the sampling temperature): the old log-probs of their importance ratio and EMPG's
-        step entropies, as for the policy's own steps."""
-        steps = [s for s in result.steps if s.expert]
-        if not steps:
-            return
-        was_training = policy.model.training
-        policy.model.eval()
-        scores = score_rows(policy.model, [s.training_row(0.0) for s in steps], policy.tokenizer.pad_token_id,
-                            self.sampler.temperature, batch_size=self.hparams.mini_batch_size, entropies=True)
-        policy.model.train(was_training)
-        for step, log_probs, entropies in zip(steps, scores.log_probs, scores.entropies):
-            step.old_log_probs, step.token_entropies = log_probs, entropies
-
     def train_dataloader(self) -> DataLoader:
         module = self.trainer.lightning_module
         epoch = self.trainer.current_epoch
@@ -336,6 +320,11 @@ class RolloutDataModule(LightningDataModule):
             first_pass = LengthGroupedBatches([len(s.prompt_ids) + len(s.response_ids) for s in rollout.steps],
                                               self.hparams.mini_batch_size, 1, seed=self._batch_seed(epoch))
             module.rescore_rollout(rollout, list(first_pass))
+        else:
+            # the expert's responses were not sampled: the policy's scores of them are their old log-probs
+            # and EMPG's step entropies (the recomputation above already scored every step, theirs too)
+            rescore_steps(module.model, [s for s in rollout.steps if s.expert], module.tokenizer.pad_token_id,
+                          self.sampler.temperature, batch_size=self.hparams.mini_batch_size)
         rows = self._equalise_across_ranks(module.prepare_rollout(rollout, metrics), epoch)
         if not rows:
             # No row carries a signal (every group filtered out). One zero-advantage row of the

@@ -33,7 +33,7 @@ from src.algos.losses import (
     policy_gradient_loss,
     value_loss,
 )
-from src.data.batch import response_logits, response_logits_and_values, score_rows, token_log_probs
+from src.data.batch import response_logits, response_logits_and_values, rescore_steps, score_rows, token_log_probs
 from src.policy.lora import has_lora, reference_model
 from src.policy.model import Policy, check_context, check_vocabulary
 from src.models.warmstart import cached_warm_start
@@ -205,14 +205,8 @@ class AgentLitModule(LightningModule):
         """Replace each step's sampled old log-probs and token entropies with the trainer's forward
         pass, scored in ``batches`` (lists of step indices: the first pass of the mini-batches the loss
         will see, so the first update's ratio is exactly 1)."""
-        rows = [s.training_row(0.0) for s in rollout.steps]
-        was_training = self.model.training
-        self.model.eval()
-        scores = score_rows(self.model, rows, self.tokenizer.pad_token_id, float(self.hparams.temperature),
-                            batches=batches, entropies=True)
-        self.model.train(was_training)
-        for step, log_probs, entropies in zip(rollout.steps, scores.log_probs, scores.entropies):
-            step.old_log_probs, step.token_entropies = log_probs, entropies
+        rescore_steps(self.model, rollout.steps, self.tokenizer.pad_token_id, float(self.hparams.temperature),
+                      batches=batches)
 
     def prepare_rollout(self, rollout: RolloutResult, played_metrics: Optional[Dict[str, float]] = None
                         ) -> List[Dict[str, Any]]:
@@ -520,9 +514,9 @@ class AgentLitModule(LightningModule):
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
-        # The next epoch's rollout samples from the global generators: with their states a run resumed
-        # from this checkpoint plays the same episodes, bit for bit on CPU, as the run that wrote it.
-        # Under DDP each rank's generators differ; rank 0's are saved (the checkpoint is rank 0's).
+        # Rollouts sample from their own per-epoch generators (RolloutDataModule.sampling_generator); the
+        # global ones are saved too, so whatever else draws from them (a model with dropout, a user's
+        # callback) continues after a resume as it would have. Under DDP rank 0's states are saved.
         checkpoint["rng_states"] = rng_states()
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:

@@ -143,15 +143,20 @@ def build_tiny_policy(
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = Qwen2ForCausalLM(config)
-    # Write to a temporary folder and rename, so a crash mid-build never leaves a half cache.
+    save_pretrained_atomically(model, tokenizer, path)
+    return load_hf_policy(str(path), fingerprint=fingerprint, **switches)
+
+
+def save_pretrained_atomically(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, path: Path) -> None:
+    """``save_pretrained`` of both into ``path`` through a temporary folder and a rename, so a crash mid-write
+    never leaves a half cache; if another process finished the same folder first, its copy is kept."""
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    if path.exists():  # another process finished the same build first; keep its copy
+    if path.exists():
         shutil.rmtree(tmp, ignore_errors=True)
     else:
         os.replace(tmp, path)
-    return load_hf_policy(str(path), fingerprint=fingerprint, **switches)
 
 
 #: ``model.policy.dtype`` values

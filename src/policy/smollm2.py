@@ -3,14 +3,12 @@ into a plain Hugging Face directory that ``load_hf_policy`` then loads like any 
 from __future__ import annotations
 
 import importlib.util
-import os
-import shutil
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 import torch
 
-from src.policy.model import Policy, load_hf_policy
+from src.policy.model import Policy, load_hf_policy, save_pretrained_atomically
 from src.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__, rank_zero_only=True)
@@ -54,13 +52,7 @@ def convert_smollm2(target: Path) -> Path:
     model.load_state_dict(gguf_model.state_dict(), assign=True)
     model.tie_weights()
     model.generation_config = gguf_model.generation_config
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if target.exists():  # another process finished the same conversion first; keep its copy
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        os.replace(tmp, target)
+    save_pretrained_atomically(model, tokenizer, target)
     return target
 
 
