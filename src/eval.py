@@ -14,6 +14,7 @@ rootutils.setup_root(__file__, indicator=".project-root", pythonpath=True)
 
 from envs import env_class  # noqa: E402
 from src.utils import RankedLogger, extras, instantiate_loggers, log_hyperparameters, task_wrapper  # noqa: E402
+from src.utils.checks import require_cuda_if_asked  # noqa: E402
 
 log = RankedLogger(__name__, rank_zero_only=True)
 
@@ -21,6 +22,7 @@ log = RankedLogger(__name__, rank_zero_only=True)
 @task_wrapper
 def evaluate(cfg: DictConfig) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """Play the validation split greedily with the checkpoint's weights; returns (metrics, objects)."""
+    require_cuda_if_asked(cfg)  # a GPU config on a machine without one stops here, before anything loads
     datamodule: LightningDataModule = hydra.utils.instantiate(cfg.task)
     model: LightningModule = hydra.utils.instantiate(cfg.model)
     logger: List[Logger] = instantiate_loggers(cfg.get("logger"))

@@ -24,6 +24,7 @@ from src.utils import (  # noqa: E402
     resolve_ckpt_path,
     task_wrapper,
 )
+from src.utils.checks import require_cuda_if_asked  # noqa: E402
 
 log = RankedLogger(__name__, rank_zero_only=True)
 
@@ -32,6 +33,7 @@ log = RankedLogger(__name__, rank_zero_only=True)
 def train(cfg: DictConfig) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """Warm start (if configured), validate once, train with on-policy rollouts, optionally evaluate
     the best checkpoint. Returns (metrics, objects)."""
+    require_cuda_if_asked(cfg)  # a GPU config on a machine without one stops here, before anything loads
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
 
