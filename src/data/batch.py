@@ -13,7 +13,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from src.algos.losses import entropy_from_logits
-from src.rollout.sampler import StepRecord, left_pad, position_ids_from_mask
+from src.policy.generation import left_pad, position_ids_from_mask
+from src.rollout.sampler import StepRecord
 
 
 #: Per-row scalars a training row may carry -> their (N,) float tensor in the batch.

@@ -314,9 +314,11 @@ class RolloutDataModule(LightningDataModule):
         rollout, metrics = self.collect_rollout(module.policy, epoch, bool(algo.get("filter_groups", False)),
                                                 int(algo.get("max_gen_batches", 1)))
         passes = int(algo.get("ppo_epochs", 1))
-        if rollout.steps and module.recomputes_old_log_probs():
-            # the first pass's mini-batches (the same seed draws the same first pass whatever the
-            # number of passes); rows map 1:1 to steps on one device, padding rows come after them
+        if rollout.steps and (module.recomputes_old_log_probs() or not self.sampler.backend.scores_tokens):
+            # old log-probs and step entropies from the trainer's forward pass (low precision, or a backend
+            # such as vLLM that returns no entropies), scored in the first pass's mini-batches (the same seed
+            # draws the same first pass whatever the number of passes); rows map 1:1 to steps on one
+            # device, padding rows come after them
             first_pass = LengthGroupedBatches([len(s.prompt_ids) + len(s.response_ids) for s in rollout.steps],
                                               self.hparams.mini_batch_size, 1, seed=self._batch_seed(epoch))
             module.rescore_rollout(rollout, list(first_pass))
@@ -325,6 +327,9 @@ class RolloutDataModule(LightningDataModule):
             # and EMPG's step entropies (the recomputation above already scored every step, theirs too)
             rescore_steps(module.model, [s for s in rollout.steps if s.expert], module.tokenizer.pad_token_id,
                           self.sampler.temperature, batch_size=self.hparams.mini_batch_size)
+        if not self.sampler.backend.scores_tokens:
+            # the backend gave no entropies: the rollout's step entropy is the trainer's, over the kept groups
+            metrics["rollout/step_entropy"] = rollout.summary()["step_entropy"]
         rows = self._equalise_across_ranks(module.prepare_rollout(rollout, metrics), epoch)
         if not rows:
             # No row carries a signal (every group filtered out). One zero-advantage row of the
@@ -395,6 +400,10 @@ class RolloutDataModule(LightningDataModule):
         resets = [{"options": {"index": int(i)}} for i in task_indices]
         result = self.sampler.play(policy, envs, resets, list(range(len(envs))), greedy=True, guard=self.guard)
         self._handle_env_errors(result, "val")
+        if not self.sampler.backend.scores_tokens:
+            # the step entropies in the validation metrics and the recorded episodes: the trainer's forward pass
+            rescore_steps(policy.model, result.steps, policy.tokenizer.pad_token_id, self.sampler.temperature,
+                          batch_size=self.hparams.val_batch_size)
         return result
 
     # ------------------------------------------------------------------ expert

@@ -35,7 +35,7 @@ from src.algos.losses import (
 )
 from src.data.batch import response_logits, response_logits_and_values, rescore_steps, score_rows, token_log_probs
 from src.policy.lora import has_lora, reference_model
-from src.policy.model import Policy, check_context, check_vocabulary
+from src.policy.model import Policy, check_context, check_vocabulary, uses_autocast
 from src.models.warmstart import cached_warm_start
 from src.rollout.sampler import RolloutResult, concat_rollouts
 from src.utils.determinism import restore_rng_states, rng_states
@@ -188,7 +188,8 @@ class AgentLitModule(LightningModule):
 
     # ------------------------------------------------------------------ rollout -> rows
     def recomputes_old_log_probs(self) -> bool:
-        """``algo.recompute_old_logprobs``: true, false, or auto = whenever the policy is not fp32.
+        """``algo.recompute_old_logprobs``: true, false, or auto = whenever the policy is not fp32 or its
+        forward runs under bf16 autocast (``model.policy.autocast``).
 
         In low precision the sampler's KV-cached, one-token-at-a-time log-probs differ from a full
         forward pass (issue 12 reports max |d log p| 0.145 and first-update ratios 0.87-1.16 on a tiny
@@ -197,7 +198,7 @@ class AgentLitModule(LightningModule):
         recomputes them, and EMPG's step entropies, with the trainer's own forward pass."""
         mode = self.algo.get("recompute_old_logprobs", "auto")
         if mode == "auto":
-            return next(self.model.parameters()).dtype != torch.float32
+            return next(self.model.parameters()).dtype != torch.float32 or uses_autocast(self.model)
         return bool(mode)
 
     @torch.no_grad()

@@ -65,3 +65,29 @@ def lora_settings(lora: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
     if not lora or not lora.get("enabled", False):
         return None
     return {k: v for k, v in lora.items() if k != "enabled"}
+
+
+@torch.no_grad()
+def merged_state_dict(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
+    """The weights ``model`` computes with, under the base model's own parameter names: its state dict, or for
+    a LoRA model every adapted weight plus its active adapters' delta (``W + scale * B @ A``), computed out of
+    place. What a second engine (the vLLM rollout backend) loads; merging into the model and unmerging after
+    would leave float rounding in the base weights at every synchronisation."""
+    if not has_lora(model):
+        return {name: tensor.detach() for name, tensor in model.state_dict().items()}
+    from peft.tuners.lora import LoraLayer
+
+    base = model.get_base_model()
+    deltas = {}
+    for name, module in base.named_modules():
+        if isinstance(module, LoraLayer) and not module.disable_adapters:
+            active = [a for a in module.active_adapters if a in module.lora_A or a in module.lora_embedding_A]
+            if active:
+                deltas[f"{name}.weight"] = sum(module.get_delta_weight(a) for a in active)
+    merged = {}
+    for key, tensor in base.state_dict().items():
+        if ".lora_" in key:
+            continue
+        key = key.replace(".base_layer.", ".")
+        merged[key] = (tensor + deltas[key]).detach() if key in deltas else tensor.detach()
+    return merged

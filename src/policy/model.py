@@ -192,6 +192,12 @@ class AutocastForward:
         model.register_forward_hook(self.exit, always_call=True)
 
 
+def uses_autocast(model: torch.nn.Module) -> bool:
+    """Whether ``model``'s forward runs under :class:`AutocastForward` (``model.policy.autocast``)."""
+    return any(isinstance(getattr(hook, "__self__", None), AutocastForward)
+               for hook in model._forward_pre_hooks.values())
+
+
 def check_autocast(autocast: Optional[str]) -> None:
     if autocast is not None and autocast not in AUTOCAST_DTYPES:
         raise ValueError(f"model.policy.autocast={autocast!r} is not allowed; allowed values: null, "

@@ -1,13 +1,12 @@
 """Batched multi-turn rollouts: every active episode's prompt is built, all responses are sampled
-in one batch with a KV cache, and each agent step becomes one training row.
+in one batch by the rollout backend (``src.policy.backends``), and each agent step becomes one training row.
 
-For every generated token the sampler keeps its log-prob and the entropy of the distribution it was
-sampled from (at the sampling temperature), so EMPG's step entropy and PPO's old log-probs need no
-second forward pass.
+With the default backend (``hf``) the sampler keeps, for every generated token, its log-prob and the entropy
+of the distribution it was sampled from (at the sampling temperature), so EMPG's step entropy and PPO's old
+log-probs need no second forward pass; a backend without them (``vllm``) leaves them to the trainer.
 """
 from __future__ import annotations
 
-import inspect
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
@@ -17,7 +16,8 @@ import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from envs.base import TextEnv
-from src.policy.model import Policy, stop_token_ids
+from src.policy.backends import HFBackend, RolloutBackend
+from src.policy.model import Policy
 from src.rollout.env_guard import EnvGuard
 from src.rollout.prompts import PromptBuilder
 from src.utils.checks import require_number
@@ -140,6 +140,7 @@ class MultiTurnSampler:
         temperature: sampling temperature for training rollouts (log-probs and entropies are taken
             at this temperature; the loss uses the same one).
         show_progress: a rich progress bar over turns while rolling out.
+        backend: what samples the responses (``rollout.backend``: the in-process ``hf`` sampler, or ``vllm``).
     """
 
     prompt_builder: PromptBuilder
@@ -147,6 +148,7 @@ class MultiTurnSampler:
     max_prompt_tokens: int = 1024
     temperature: float = 1.0
     show_progress: bool = True
+    backend: RolloutBackend = field(default_factory=HFBackend)
 
     def __post_init__(self) -> None:
         require_number("task.sampler.max_new_tokens", self.max_new_tokens, integer=True, low=1)
@@ -187,6 +189,7 @@ class MultiTurnSampler:
         tokenizer = policy.tokenizer
         was_training = policy.model.training
         policy.model.eval()
+        self.backend.prepare(policy)
 
         n = len(envs)
         guard = guard or EnvGuard()
@@ -229,8 +232,8 @@ class MultiTurnSampler:
                         prompt_ids[j] = ids[-self.max_prompt_tokens:]
                         result.truncated_prompts += 1
                 sampled = [j for j, i in enumerate(idx) if not expert[i]]
-                generated = generate(policy, [prompt_ids[j] for j in sampled], self.max_new_tokens, self.temperature,
-                                     greedy=greedy, generator=generator)
+                generated = self.backend.generate(policy, [prompt_ids[j] for j in sampled], self.max_new_tokens,
+                                                  self.temperature, greedy=greedy, generator=generator)
                 responses: List[List[int]] = [[] for _ in idx]
                 log_probs: List[List[float]] = [[] for _ in idx]
                 entropies: List[List[float]] = [[] for _ in idx]
@@ -301,92 +304,3 @@ class MultiTurnSampler:
 
 def _task_type(reset_info: Dict[str, Any]) -> str:
     return str(reset_info.get("task_type") or reset_info.get("family") or "")
-
-
-def left_pad(sequences: Sequence[Sequence[int]], pad_id: int, device=None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad token lists to (N, L) ``input_ids`` and a bool ``attention_mask``."""
-    width = max((len(s) for s in sequences), default=0)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long, device=device)
-    mask = torch.zeros((len(sequences), width), dtype=torch.bool, device=device)
-    for row, seq in enumerate(sequences):
-        if len(seq):
-            ids[row, width - len(seq):] = torch.as_tensor(list(seq), dtype=torch.long, device=device)
-            mask[row, width - len(seq):] = True
-    return ids, mask
-
-
-def position_ids_from_mask(mask: torch.Tensor) -> torch.Tensor:
-    """Positions that start at 0 on each row's first real token (left padding is skipped)."""
-    return (mask.long().cumsum(-1) - 1).clamp(min=0)
-
-
-def _cache_keyword(model: torch.nn.Module) -> str:
-    """transformers 5.x renamed the KV-cache argument ``past_key_values`` to ``cache``."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
-def _returned_cache(output: Any) -> Any:
-    cache = output.get("cache") if hasattr(output, "get") else None
-    return cache if cache is not None else output.past_key_values
-
-
-@torch.no_grad()
-def generate(
-    policy: Policy,
-    prompt_ids: Sequence[Sequence[int]],
-    max_new_tokens: int,
-    temperature: float = 1.0,
-    *,
-    greedy: bool = False,
-    generator: Optional[torch.Generator] = None,
-) -> Tuple[List[List[int]], List[List[float]], List[List[float]]]:
-    """Sample one response per prompt with a KV cache.
-
-    Returns per row: response token ids (the stop token included when one was produced),
-    their log-probs and the entropy of each token's sampling distribution, both under
-    ``softmax(logits / temperature)``. Greedy decoding records the same quantities.
-    """
-    model, tokenizer = policy.model, policy.tokenizer
-    device = next(model.parameters()).device
-    n = len(prompt_ids)
-    if n == 0:
-        return [], [], []
-    stops = torch.tensor(stop_token_ids(tokenizer, getattr(model, "generation_config", None)), device=device)
-    input_ids, mask = left_pad(prompt_ids, tokenizer.pad_token_id, device)
-    positions = position_ids_from_mask(mask)
-    cache_kw = _cache_keyword(model)
-    # only the last position's logits are needed: the prompt's (N, L, V) logits would be wasted time and memory
-    out = model(input_ids=input_ids, attention_mask=mask.long(), position_ids=positions, use_cache=True,
-                logits_to_keep=1)
-    logits, past = out.logits[:, -1, :].float(), _returned_cache(out)
-    next_pos = positions[:, -1:] + 1
-    attn = mask.long()
-    finished = torch.zeros(n, dtype=torch.bool, device=device)
-    lengths = torch.zeros(n, dtype=torch.long, device=device)
-    tokens, token_lp, token_ent = [], [], []
-    for _ in range(max_new_tokens):
-        log_p = torch.log_softmax(logits / temperature, dim=-1)
-        entropy = -(log_p.exp() * log_p).sum(-1)
-        if greedy:
-            tok = logits.argmax(-1)
-        else:
-            tok = torch.multinomial(log_p.exp(), 1, generator=generator).squeeze(-1)
-        tok = torch.where(finished, torch.full_like(tok, tokenizer.pad_token_id), tok)
-        tokens.append(tok)
-        token_lp.append(log_p.gather(-1, tok[:, None]).squeeze(-1))
-        token_ent.append(entropy)
-        lengths += (~finished).long()
-        finished |= torch.isin(tok, stops)
-        if bool(finished.all()):
-            break
-        attn = torch.cat([attn, torch.ones((n, 1), dtype=attn.dtype, device=device)], dim=1)
-        out = model(input_ids=tok[:, None], attention_mask=attn, position_ids=next_pos, use_cache=True,
-                    **{cache_kw: past})
-        logits, past = out.logits[:, -1, :].float(), _returned_cache(out)
-        next_pos = next_pos + 1
-    tok_mat = torch.stack(tokens, 1).tolist()
-    lp_mat = torch.stack(token_lp, 1).tolist()
-    ent_mat = torch.stack(token_ent, 1).tolist()
-    lens = lengths.tolist()
-    return ([tok_mat[r][: lens[r]] for r in range(n)], [lp_mat[r][: lens[r]] for r in range(n)],
-            [ent_mat[r][: lens[r]] for r in range(n)])
