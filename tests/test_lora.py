@@ -145,3 +145,14 @@ def test_gradient_checkpointing_switch_gives_the_same_gradients(tmp_path):
         grads.append({k: p.grad for k, p in model.named_parameters()})
     for k, g in grads[0].items():
         torch.testing.assert_close(grads[1][k], g, msg=k)
+
+
+def test_autocast_makes_auto_recompute_the_old_log_probs(make_cfg):
+    """Under bf16 autocast the sampler's KV-cached log-probs are not the trainer's forward pass: ``auto``
+    rescores the rollout, as it does for a bf16 policy; fp32 without autocast keeps the sampler's values."""
+    plain = hydra.utils.instantiate(make_cfg(NO_WARMSTART).model)
+    auto = hydra.utils.instantiate(make_cfg(NO_WARMSTART, "+model.policy.autocast=bf16").model)
+    assert not plain.recomputes_old_log_probs() and auto.recomputes_old_log_probs()
+    forced = hydra.utils.instantiate(make_cfg(NO_WARMSTART, "+model.policy.autocast=bf16",
+                                              "algo.recompute_old_logprobs=false").model)
+    assert not forced.recomputes_old_log_probs()
