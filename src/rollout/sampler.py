@@ -43,6 +43,8 @@ class StepRecord:
     action: str = ""  # the action the environment parsed from the response and executed (info["action"])
     feedback: str = ""  # the observation the environment answered with
     expert: bool = False  # the environment's expert wrote the response (off-policy guidance), not the policy
+    #: what the environment's expert would have answered in this state (``play(label=True)``: DAgger); "" = not asked
+    expert_label: str = ""
 
     def training_row(self, advantage: float, base_advantage: Optional[float] = None, old_value: float = 0.0,
                      value_target: float = 0.0) -> Dict[str, Any]:
@@ -167,6 +169,7 @@ class MultiTurnSampler:
         generator: Optional[torch.Generator] = None,
         expert: Optional[Sequence[bool]] = None,
         guard: Optional[EnvGuard] = None,
+        label: bool = False,
     ) -> RolloutResult:
         """Play one episode in each env. ``resets[i]`` are the kwargs of ``envs[i].reset`` (seed /
         options: give group members identical resets); episodes run until every one has ended.
@@ -179,7 +182,11 @@ class MultiTurnSampler:
         ``guard`` runs every ``reset`` and ``step`` (default: inline, exceptions caught): an environment
         that raises or times out ends only its own episode, which is recorded with its ``error`` and
         without steps; ``RolloutResult.env_errors`` lists the failed environments, which the caller
-        must replace before playing them again."""
+        must replace before playing them again.
+
+        ``label``: every policy-played step also records ``env.expert_response()`` for the state it answered
+        (``StepRecord.expert_label``), before the policy's own action is executed: DAgger's labels of the
+        states the policy reaches."""
         if not (len(envs) == len(resets) == len(group_ids)):
             raise ValueError(f"envs ({len(envs)}), resets ({len(resets)}), group_ids ({len(group_ids)}) differ")
         expert = [bool(x) for x in expert] if expert is not None else [False] * len(envs)
@@ -246,6 +253,7 @@ class MultiTurnSampler:
                         responses[j] = tokenizer(texts[j], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
                 for j, i in enumerate(idx):
                     text = texts[j] if expert[i] else tokenizer.decode(responses[j], skip_special_tokens=True)
+                    expert_label = envs[i].expert_response() if label and not expert[i] else ""
                     answer, error = guard(envs[i].step, text)
                     if error is not None:
                         active[i] = False
@@ -264,7 +272,7 @@ class MultiTurnSampler:
                         response_ids=responses[j], old_log_probs=log_probs[j], token_entropies=entropies[j],
                         reward=float(reward), done=done, action_valid=valid, anchor_obs=observations[i],
                         response_text=text, penalty=float(info.get("penalty", 0.0)),
-                        action=str(info.get("action", "")), feedback=obs, expert=expert[i],
+                        action=str(info.get("action", "")), feedback=obs, expert=expert[i], expert_label=expert_label,
                     ))
                     result.generated_tokens += 0 if expert[i] else len(responses[j])
                     histories[i].append((observations[i], info.get("action", "")))
