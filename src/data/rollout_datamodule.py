@@ -407,6 +407,31 @@ class RolloutDataModule(LightningDataModule):
         return result
 
     # ------------------------------------------------------------------ expert
+    def dagger_rows(self, policy: Policy, num_episodes: int, seed: int = 0) -> Tuple[List[Dict[str, List[int]]], float]:
+        """DAgger's data: ``policy`` plays ``num_episodes`` random training tasks (sampling at the rollout
+        temperature, its own actions executed) and every state it reaches is labelled with the expert's
+        response there. Returns token rows (the prompt exactly as the policy read it, the expert's response
+        and the end-of-turn token) and the policy's success rate on those episodes."""
+        env = self.make_env("train", seed)
+        rng = random.Random(f"dagger/{seed}")
+        generator = self.sampling_generator(policy, epoch=-1 - seed)
+        rows: List[Dict[str, List[int]]] = []
+        wins = played = 0
+        width = len(self.train_envs)
+        eos = policy.tokenizer.eos_token_id
+        while played < num_episodes:
+            count = min(width, num_episodes - played)
+            resets = [{"options": {"index": rng.randrange(env.num_tasks())}} for _ in range(count)]
+            result = self.sampler.play(policy, self.train_envs[:count], resets, list(range(count)), generator=generator,
+                                       guard=self.guard, label=True)
+            self._handle_env_errors(result, "train")
+            wins += sum(e.won for e in result.episodes if not e.error)
+            rows += [{"prompt_ids": list(s.prompt_ids),
+                      "response_ids": policy.tokenizer(s.expert_label, add_special_tokens=False)["input_ids"] + [eos]}
+                     for s in result.steps]
+            played += count
+        return rows, wins / max(played, 1)
+
     def expert_demonstrations(self, policy: Policy, num_episodes: int, seed: int = 0, noise: float = 0.0):
         """(prompt, response) pairs of the expert on ``num_episodes`` training tasks, rendered as
         the sampler renders prompts for ``policy``; plus the expert's success rate. ``noise``: the

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
@@ -36,7 +37,7 @@ from src.algos.losses import (
 from src.data.batch import response_logits, response_logits_and_values, rescore_steps, score_rows, token_log_probs
 from src.policy.lora import has_lora, reference_model
 from src.policy.model import Policy, check_context, check_vocabulary, uses_autocast
-from src.models.warmstart import cached_warm_start
+from src.models.warmstart import cached_dagger_round, cached_warm_start
 from src.rollout.sampler import RolloutResult, concat_rollouts
 from src.utils.determinism import restore_rng_states, rng_states
 from src.utils.pylogger import RankedLogger
@@ -179,12 +180,31 @@ class AgentLitModule(LightningModule):
             pairs, expert_success = datamodule.expert_demonstrations(self.policy, ws["episodes"], ws["seed"],
                                                                      noise=float(ws.get("noise", 0.0)))
             log.info(f"Expert: {len(pairs)} demonstration steps, success {expert_success:.3f}")
-            cached_warm_start(self.policy, pairs, cache_dir=ws["cache_dir"], steps=ws["steps"],
-                              batch_size=ws["batch_size"], lr=ws["lr"], seed=ws["seed"],
-                              num_threads=ws.get("num_threads"))
+            done = cached_warm_start(self.policy, pairs, cache_dir=ws["cache_dir"], steps=ws["steps"],
+                                     batch_size=ws["batch_size"], lr=ws["lr"], seed=ws["seed"],
+                                     num_threads=ws.get("num_threads"))
+            self._dagger(ws, datamodule, pairs, done.key)
         if self._kl_coef > 0 and not has_lora(self.model):
             # with LoRA the reference is the base with the adapters disabled (reference_model), not a second copy
             self.ref_model = copy.deepcopy(self.model).requires_grad_(False).eval()
+
+    def _dagger(self, ws: Dict[str, Any], datamodule: Any, pairs: List[Tuple[str, str]], key: str) -> None:
+        """``model.warmstart.dagger_rounds`` rounds of DAgger after the warm start: the policy plays
+        ``dagger_episodes`` training tasks, the expert labels every state it reached, and the policy is
+        fine-tuned ``dagger_steps`` steps on the demonstrations plus every label so far."""
+        sampler = datamodule.sampler
+        labelled: List[Dict[str, List[int]]] = []
+        for round_index in range(int(ws.get("dagger_rounds", 0))):
+            round_seed = int(ws["seed"]) + round_index
+            collect = partial(datamodule.dagger_rows, self.policy, int(ws["dagger_episodes"]), round_seed)
+            settings = {"round": round_index, "episodes": int(ws["dagger_episodes"]), "task": datamodule.hparams.env_name,
+                        "max_new_tokens": sampler.max_new_tokens, "max_prompt_tokens": sampler.max_prompt_tokens,
+                        "temperature": sampler.temperature, "backend": sampler.backend.name}
+            done, labelled = cached_dagger_round(self.policy, key, pairs, labelled, collect, settings=settings,
+                                                 cache_dir=ws["cache_dir"], steps=int(ws["dagger_steps"]),
+                                                 batch_size=ws["batch_size"], lr=ws["lr"], seed=round_seed,
+                                                 num_threads=ws.get("num_threads"))
+            key = done.key
 
     # ------------------------------------------------------------------ rollout -> rows
     def recomputes_old_log_probs(self) -> bool:

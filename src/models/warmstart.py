@@ -15,8 +15,9 @@ import json
 import os
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -32,14 +33,24 @@ log = RankedLogger(__name__, rank_zero_only=True)
 RECIPE_VERSION = 2
 
 
+@dataclass
+class FineTune:
+    """A cached fine-tune's cache key and, when it ran in this process, its first and last losses (None: loaded)."""
+
+    key: str
+    stats: Optional[Dict[str, float]] = None
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def warm_start_key(policy: Policy, pairs: Sequence[Tuple[str, str]], settings: Dict[str, Any]) -> str:
     """Digest of everything the fine-tune depends on: the starting weights, the demonstrations
     themselves (so task settings that do not change them reuse the cache), the settings and the
     current :func:`numerics_signature` (threads, instruction set, BLAS, library versions), so a run
     whose arithmetic differs never reuses, or writes, a result under the same key."""
-    blob = json.dumps([RECIPE_VERSION, policy.fingerprint, list(pairs), settings, numerics_signature()],
-                      sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return _digest([RECIPE_VERSION, policy.fingerprint, list(pairs), settings, numerics_signature()])
 
 
 def supervised_fine_tune(
@@ -51,13 +62,14 @@ def supervised_fine_tune(
     lr: float = 1e-3,
     warmup_steps: int = 20,
     seed: int = 0,
+    extra_rows: Sequence[Dict[str, List[int]]] = (),
 ) -> Dict[str, float]:
     """Minimise the response tokens' negative log-likelihood for ``steps`` AdamW steps on random
-    mini-batches of ``pairs`` (linear warm-up of the learning rate over ``warmup_steps``, which keeps
-    the high rate a tiny model needs from blowing up the first updates). Returns the first and last
-    mini-batch losses."""
+    mini-batches of ``pairs`` and the token rows ``extra_rows`` (linear warm-up of the learning rate over
+    ``warmup_steps``, which keeps the high rate a tiny model needs from blowing up the first updates).
+    Returns the first and last mini-batch losses."""
     model, tokenizer = policy.model, policy.tokenizer
-    rows = rows_from_pairs(tokenizer, pairs)
+    rows = rows_from_pairs(tokenizer, pairs) + list(extra_rows)
     device = next(model.parameters()).device
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / max(warmup_steps, 1)))
@@ -93,10 +105,10 @@ def cached_warm_start(
     lr: float,
     seed: int,
     num_threads: Optional[int] = None,
-) -> Optional[Dict[str, float]]:
+) -> FineTune:
     """Fine-tune ``policy`` on the demonstration ``pairs``, or load the result from
-    ``cache_dir/warmstart-<key>.pt`` when the same fine-tune ran before. Returns the fine-tune's
-    losses when it ran, None on a cache hit.
+    ``cache_dir/warmstart-<key>.pt`` when the same fine-tune ran before. Returns the cache key and the
+    fine-tune's losses when it ran (None on a cache hit).
 
     ``num_threads`` pins torch's intra-op threads for the fine-tune (None: the current count, which
     is the machine's core count by default); a pinned count takes the core count out of the result,
@@ -107,7 +119,7 @@ def cached_warm_start(
         if path.exists():
             policy.model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
             log.info(f"Warm start loaded from cache {path}")
-            return None
+            return FineTune(key)
         start = time.perf_counter()
         with torch.random.fork_rng():
             torch.manual_seed(seed)
@@ -118,4 +130,56 @@ def cached_warm_start(
         os.replace(tmp, path)  # atomic: an interrupted run never leaves a truncated cache file
         log.info(f"Warm start: {steps} SFT steps on {len(pairs)} expert steps in {time.perf_counter() - start:.0f}s "
                  f"({numerics_signature()}), loss {stats['first_loss']:.3f} -> {stats['last_loss']:.3f}; cached at {path}")
-        return stats
+        return FineTune(key, stats)
+
+
+def cached_dagger_round(
+    policy: Policy,
+    previous_key: str,
+    pairs: Sequence[Tuple[str, str]],
+    labelled: Sequence[Dict[str, List[int]]],
+    collect: Callable[[], Tuple[List[Dict[str, List[int]]], float]],
+    *,
+    settings: Dict[str, Any],
+    cache_dir: str,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    num_threads: Optional[int] = None,
+) -> Tuple[FineTune, List[Dict[str, List[int]]]]:
+    """One DAgger round on top of the fine-tune ``previous_key`` (the warm start or the previous round):
+    ``collect()`` plays the current policy and returns the states it reached, labelled with the expert's
+    responses there, as token rows (and the policy's success); the policy is then fine-tuned for ``steps``
+    on the expert's demonstrations ``pairs``, every earlier round's ``labelled`` rows and the new ones.
+    The policy so learns what to do in the states its own mistakes lead to, which the expert's own
+    episodes never visit (a failed command, a receptacle the room lacks).
+
+    Cached in ``cache_dir/dagger-<key>.pt`` with the aggregated rows, under a key chained from
+    ``previous_key``, the round's ``settings`` and the numerics, so a cached chain replays without
+    playing a single episode. Returns the round's key and losses, and the aggregated labelled rows."""
+    with pinned_threads(num_threads):
+        key = _digest([RECIPE_VERSION, "dagger", previous_key, settings, steps, batch_size, lr, seed,
+                       numerics_signature()])
+        path = Path(cache_dir) / f"dagger-{key}.pt"
+        if path.exists():
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            policy.model.load_state_dict(saved["state_dict"])
+            log.info(f"DAgger round loaded from cache {path}")
+            return FineTune(key), saved["rows"]
+        start = time.perf_counter()
+        new_rows, success = collect()
+        rows = list(labelled) + new_rows
+        log.info(f"DAgger: the policy won {success:.3f} of its episodes; {len(new_rows)} states labelled by the "
+                 f"expert ({len(rows)} in all) in {time.perf_counter() - start:.0f}s")
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            stats = supervised_fine_tune(policy, pairs, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                                         extra_rows=rows)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        torch.save({"state_dict": policy.model.state_dict(), "rows": rows}, tmp)
+        os.replace(tmp, path)
+        log.info(f"DAgger round: {steps} SFT steps in {time.perf_counter() - start:.0f}s, loss "
+                 f"{stats['first_loss']:.3f} -> {stats['last_loss']:.3f}; cached at {path}")
+        return FineTune(key, stats), rows
