@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks.prompt_lengths import measure
 from src.eval import evaluate
 from src.policy.lora import has_lora, reference_model
 from src.policy.model import stop_token_ids
-from src.policy.smollm2 import CONVERTED_NAME, INSTALL_HINT, gguf_path, smollm2_policy
+from src.policy.smollm2 import CONVERTED_NAME, INSTALL_HINT, gguf_path, smollm2_policy, smollm2_tokenizer
 from src.train import train
 
 TASKS = sorted(p.stem for p in (Path(__file__).parents[1] / "configs" / "task").glob("*.yaml"))
@@ -54,7 +55,7 @@ def test_converted_smollm2_is_a_plain_llama_that_answers(smollm2_dir):
 @needs_smollm2
 def test_one_rollout_and_update_with_smollm2(make_cfg, task):
     cfg = make_cfg(f"task={task}", *SHORT, *SHORT_TASK[task], "trainer.max_epochs=1")
-    assert cfg.task.sampler.max_prompt_tokens == 1024  # model=smollm2's cap, read by every task
+    assert cfg.task.sampler.max_prompt_tokens == 2048  # model=smollm2's cap, read by every task
     metrics, objects = train(cfg)
     module = objects["model"]
     assert objects["trainer"].global_step > 0 and float(metrics["rollout/expert_success"]) == 1.0
@@ -97,6 +98,24 @@ def test_lora_on_smollm2_trains_only_adapters_against_the_base(smollm2_dir):
         assert torch.equal(ref(input_ids=ids).logits, base_logits)
     with torch.no_grad():
         assert not torch.equal(policy.model(input_ids=ids).logits, base_logits)
+
+
+@pytest.fixture(scope="module")
+def smollm2_tok(smollm2_dir):
+    """The tokenizer alone (the converted directory's if a slow test made it, else the GGUF file's)."""
+    return smollm2_tokenizer(str(smollm2_dir))
+
+
+@needs_smollm2
+@pytest.mark.parametrize("task", TASKS)
+def test_expert_prompts_and_responses_fit_smollm2_caps(smollm2_tok, task):
+    """model=smollm2's caps hold every prompt and response of 100 expert episodes (50 training tasks, the
+    first 50 validation tasks) as the sampler renders and counts them: no prompt of an expert's path is cut.
+    The same measurement as benchmarks/prompt_lengths.py (docs/benchmarks.md)."""
+    row = measure(task, smollm2_tok, episodes=50, seed=0)
+    assert row["expert_success"] == 1.0  # the episodes measured are whole expert paths
+    assert row["max_prompt"] <= row["prompt_cap"] == 2048, row
+    assert row["max_response"] <= row["response_cap"] == 128, row
 
 
 def test_missing_packages_name_the_install_command(monkeypatch):

