@@ -148,3 +148,11 @@ def test_evaluating_the_best_checkpoint_keeps_the_initial_row(make_cfg, tmp_path
     assert int(rows[0]["global_step"]) == 0
     assert float(rows[0]["val/success"]) == pytest.approx(float(metrics["val/success_initial"]))
     assert "test/success" in metrics
+
+
+def test_truncated_prompts_are_counted(make_cfg):
+    """Every prompt longer than task.sampler.max_prompt_tokens is cut, and rollout/truncated_prompts says how many."""
+    metrics, _ = train(make_cfg("task=deepsearch", "task.sampler.max_prompt_tokens=24", "callbacks=none", "logger=csv"))
+    assert float(metrics["rollout/truncated_prompts"]) == float(metrics["rollout/env_steps"]) > 0
+    metrics, _ = train(make_cfg("task=deepsearch", "callbacks=none", "logger=csv"))
+    assert float(metrics["rollout/truncated_prompts"]) == 0.0

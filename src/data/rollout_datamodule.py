@@ -252,6 +252,8 @@ class RolloutDataModule(LightningDataModule):
         metrics = {f"rollout/{k}": v for k, v in everything.summary().items()}
         played_groups = len(played) * self.local_groups
         metrics.update({"rollout/env_steps": float(len(everything.steps)),  # every step played, kept or not
+                        # prompts longer than task.sampler.max_prompt_tokens, cut to their last tokens
+                        "rollout/truncated_prompts": float(sum(r.truncated_prompts for r in played)),
                         "rollout/gen_batches": float(len(played)), "rollout/dropped_groups": float(dropped),
                         "rollout/informative_group_frac": (played_groups - dropped) / played_groups,
                         "rollout/kept_groups": float(num_kept)})

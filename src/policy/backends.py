@@ -27,7 +27,7 @@ import torch
 
 from src.policy.generation import generate
 from src.policy.lora import merged_state_dict
-from src.policy.model import Policy, stop_token_ids
+from src.policy.model import Policy, stop_token_ids, uses_autocast
 
 #: ``rollout.backend`` values
 BACKENDS = ("hf", "vllm")
@@ -75,7 +75,8 @@ class VLLMBackend(RolloutBackend):
     repetition penalty 1.05) are not applied, and top-p/top-k stay off.
 
     Args:
-        dtype: the engine's dtype; ``auto`` = the policy's parameter dtype.
+        dtype: the engine's dtype; ``auto`` = the policy's compute dtype (bfloat16 under ``model.policy.autocast=bf16``,
+            else its parameters').
         gpu_memory_utilization: share of the GPU the engine may take (weights + KV cache) beside the trainer.
         cpu_kvcache_gb: KV-cache size on a CPU (``VLLM_CPU_KVCACHE_SPACE``).
         enforce_eager: no CUDA graphs / compilation (start-up in seconds; what a trainer that reloads
@@ -129,8 +130,9 @@ class VLLMBackend(RolloutBackend):
         config.save_pretrained(self._engine_dir.name)  # architecture only: the weights come by reload_weights
         policy.tokenizer.save_pretrained(self._engine_dir.name)
         settings = dict(self.settings)
-        if settings["dtype"] == "auto":
-            settings["dtype"] = str(next(model.parameters()).dtype).replace("torch.", "")
+        if settings["dtype"] == "auto":  # the precision the policy computes in: bf16 under autocast, else its weights'
+            settings["dtype"] = "bfloat16" if uses_autocast(model) else str(next(model.parameters()).dtype).replace(
+                "torch.", "")
         if settings["max_model_len"] is None:
             settings.pop("max_model_len")
         threads = torch.get_num_threads()
