@@ -19,7 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import envs  # noqa: F401 (registers the tasks)
-import src.rollout.sampler as sampler_module
+import src.policy.backends as backends_module
 from envs.alfworld.engine import NOTHING_HAPPENS
 from envs.alfworld.env import AlfWorldEnv
 from envs.deepsearch.env import INVALID_FEEDBACK, NO_ACTION, DeepSearchEnv, Projection, project_action
@@ -171,7 +171,7 @@ def policy_writes(monkeypatch):
     texts = set()
 
     def install(make_logits: Callable[[Any], Callable[[torch.Tensor, int], torch.Tensor]]) -> set:
-        real_generate = sampler_module.generate
+        real_generate = backends_module.generate
         replace = None
 
         def generate(policy, prompt_ids, max_new_tokens, temperature=1.0, **kwargs):
@@ -193,7 +193,7 @@ def policy_writes(monkeypatch):
             texts.update(policy.tokenizer.decode(ids, skip_special_tokens=True) for ids in responses)
             return responses, log_probs, entropies
 
-        monkeypatch.setattr(sampler_module, "generate", generate)
+        monkeypatch.setattr(backends_module, "generate", generate)  # what the hf backend calls
         return texts
 
     return install
