@@ -85,6 +85,10 @@ class RolloutResult:
     steps: List[StepRecord]
     episodes: List[EpisodeRecord]
     seconds: float = 0.0
+    #: of ``seconds``: in the backend's ``generate`` (sampling responses) and in the environments' reset / step
+    #: calls; the rest is prompt rendering, tokenisation and bookkeeping
+    generation_seconds: float = 0.0
+    env_seconds: float = 0.0
     generated_tokens: int = 0
     truncated_prompts: int = 0
     #: indices (into the ``envs`` passed to ``play``) of the environments that failed, with the error
@@ -127,6 +131,8 @@ def concat_rollouts(results: Sequence[RolloutResult]) -> RolloutResult:
         episodes += [replace(e, traj_id=e.traj_id + offset) for e in r.episodes]
         steps += [replace(s, traj_id=s.traj_id + offset) for s in r.steps]
     return RolloutResult(steps=steps, episodes=episodes, seconds=sum(r.seconds for r in results),
+                         generation_seconds=sum(r.generation_seconds for r in results),
+                         env_seconds=sum(r.env_seconds for r in results),
                          generated_tokens=sum(r.generated_tokens for r in results),
                          truncated_prompts=sum(r.truncated_prompts for r in results))
 
@@ -151,6 +157,10 @@ class MultiTurnSampler:
     temperature: float = 1.0
     show_progress: bool = True
     backend: RolloutBackend = field(default_factory=HFBackend)
+    #: running totals over every ``play`` of this sampler (seconds in the backend's ``generate`` and in the
+    #: environments): the trainer's epoch time split reads them, since the data module re-packs a rollout
+    #: (the group filter) into a new ``RolloutResult``
+    totals: Dict[str, float] = field(default_factory=lambda: {"generation_s": 0.0, "env_s": 0.0}, repr=False)
 
     def __post_init__(self) -> None:
         require_number("task.sampler.max_new_tokens", self.max_new_tokens, integer=True, low=1)
@@ -206,6 +216,7 @@ class MultiTurnSampler:
         observations: List[str] = [""] * n
         infos: List[Dict[str, Any]] = [{} for _ in range(n)]
         active = [True] * n
+        env_start = time.perf_counter()
         for i, (env, kw) in enumerate(zip(envs, resets)):
             answer, error = guard(env.reset, **kw)
             if error is None:
@@ -215,6 +226,7 @@ class MultiTurnSampler:
                 result.env_errors.append((i, f"{type(env).__name__}.reset: {error}"))
                 episodes[i] = EpisodeRecord(int(group_ids[i]), i, None, 0, 0.0, False, 0, expert=expert[i],
                                             error=result.env_errors[-1][1])
+        result.env_seconds += time.perf_counter() - env_start
         instructions = [info.get("instruction", "") for info in infos]
         histories: List[List[Tuple[str, str]]] = [[] for _ in range(n)]
         returns, invalid = [0.0] * n, [0] * n
@@ -239,8 +251,10 @@ class MultiTurnSampler:
                         prompt_ids[j] = ids[-self.max_prompt_tokens:]
                         result.truncated_prompts += 1
                 sampled = [j for j, i in enumerate(idx) if not expert[i]]
+                gen_start = time.perf_counter()
                 generated = self.backend.generate(policy, [prompt_ids[j] for j in sampled], self.max_new_tokens,
                                                   self.temperature, greedy=greedy, generator=generator)
+                result.generation_seconds += time.perf_counter() - gen_start
                 responses: List[List[int]] = [[] for _ in idx]
                 log_probs: List[List[float]] = [[] for _ in idx]
                 entropies: List[List[float]] = [[] for _ in idx]
@@ -254,7 +268,9 @@ class MultiTurnSampler:
                 for j, i in enumerate(idx):
                     text = texts[j] if expert[i] else tokenizer.decode(responses[j], skip_special_tokens=True)
                     expert_label = envs[i].expert_response() if label and not expert[i] else ""
+                    env_start = time.perf_counter()
                     answer, error = guard(envs[i].step, text)
+                    result.env_seconds += time.perf_counter() - env_start
                     if error is not None:
                         active[i] = False
                         result.env_errors.append((i, f"{type(envs[i]).__name__}.step: {error}"))
@@ -299,6 +315,8 @@ class MultiTurnSampler:
         failed = {i for i, _ in result.env_errors}
         result.steps = [s for s in steps if s.traj_id not in failed]  # a failed episode's rows train nothing
         result.seconds = time.perf_counter() - start
+        self.totals["generation_s"] += result.generation_seconds
+        self.totals["env_s"] += result.env_seconds
         policy.model.train(was_training)
         return result
 
