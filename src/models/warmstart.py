@@ -95,6 +95,14 @@ def supervised_fine_tune(
     return {"first_loss": losses[0] if losses else float("nan"), "last_loss": losses[-1] if losses else float("nan")}
 
 
+def _save_atomically(obj: Any, path: Path) -> None:
+    """``torch.save`` through a temporary file and a rename: an interrupted run never leaves a truncated cache file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
 def cached_warm_start(
     policy: Policy,
     pairs: Sequence[Tuple[str, str]],
@@ -124,10 +132,7 @@ def cached_warm_start(
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             stats = supervised_fine_tune(policy, pairs, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        torch.save(policy.model.state_dict(), tmp)
-        os.replace(tmp, path)  # atomic: an interrupted run never leaves a truncated cache file
+        _save_atomically(policy.model.state_dict(), path)
         log.info(f"Warm start: {steps} SFT steps on {len(pairs)} expert steps in {time.perf_counter() - start:.0f}s "
                  f"({numerics_signature()}), loss {stats['first_loss']:.3f} -> {stats['last_loss']:.3f}; cached at {path}")
         return FineTune(key, stats)
@@ -176,10 +181,7 @@ def cached_dagger_round(
             torch.manual_seed(seed)
             stats = supervised_fine_tune(policy, pairs, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                                          extra_rows=rows)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        torch.save({"state_dict": policy.model.state_dict(), "rows": rows}, tmp)
-        os.replace(tmp, path)
+        _save_atomically({"state_dict": policy.model.state_dict(), "rows": rows}, path)
         log.info(f"DAgger round: {steps} SFT steps in {time.perf_counter() - start:.0f}s, loss "
                  f"{stats['first_loss']:.3f} -> {stats['last_loss']:.3f}; cached at {path}")
         return FineTune(key, stats), rows
