@@ -13,7 +13,7 @@ from src.policy.generation import (_cache_keyword, _exponential_is_log_of_unifor
                                    generate, left_pad, position_ids_from_mask)
 from src.policy.model import build_tiny_policy, stop_token_ids
 from src.rollout.prompts import PromptBuilder
-from src.rollout.sampler import MultiTurnSampler
+from src.rollout.sampler import MultiTurnSampler, concat_rollouts
 
 SMALL = dict(vocab_size=600, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
              num_attention_heads=2, num_key_value_heads=1)
@@ -160,7 +160,7 @@ def test_edge_cases(policy):
 
 def test_a_rollout_splits_its_time_between_generation_and_environments(policy):
     """The epoch time split's sources (time/generation_s, time/env_s): each play's seconds in the backend and
-    in the environments, and the sampler's running totals over its plays."""
+    in the environments, summed over the plays that make one rollout."""
     with_stops(policy, [])
     sampler = MultiTurnSampler(PromptBuilder(), max_new_tokens=6, show_progress=False)
     envs = [make_env("deepsearch", split="train", seed=i) for i in range(2)]
@@ -170,8 +170,9 @@ def test_a_rollout_splits_its_time_between_generation_and_environments(policy):
     assert result.generation_seconds + result.env_seconds <= result.seconds
     again = sampler.play(policy, envs, [{"options": {"index": 1}}] * 2, [0, 0],
                          generator=torch.Generator().manual_seed(0))
-    assert sampler.totals["generation_s"] == pytest.approx(result.generation_seconds + again.generation_seconds)
-    assert sampler.totals["env_s"] == pytest.approx(result.env_seconds + again.env_seconds)
+    both = concat_rollouts([result, again])
+    assert both.generation_seconds == pytest.approx(result.generation_seconds + again.generation_seconds)
+    assert both.env_seconds == pytest.approx(result.env_seconds + again.env_seconds)
 
 
 @pytest.mark.parametrize("rows", [None, [0, 2, 5]])

@@ -246,6 +246,8 @@ class RolloutDataModule(LightningDataModule):
                 break
         rollout = kept_rollout(kept)
         rollout.seconds = sum(r.seconds for r in played)
+        rollout.generation_seconds = sum(r.generation_seconds for r in played)
+        rollout.env_seconds = sum(r.env_seconds for r in played)
         rollout.generated_tokens = sum(r.generated_tokens for r in played)
         everything = RolloutResult(steps=[s for r in played for s in r.steps],
                                    episodes=[e for r in played for e in r.episodes])

@@ -152,9 +152,7 @@ class AgentLitModule(LightningModule):
         self.last_step_advantages: List[StepAdvantage] = []
         self.last_val_rollout: Optional[RolloutResult] = None
         self._epoch_start = 0.0
-        # the epoch time split: the sampler's running totals when the last rollout or validation ended (what
-        # the next training rollout adds to them is its own), and this epoch's seconds in optimisation steps
-        self._sampler_mark: Dict[str, float] = {}
+        # the epoch time split: this epoch's seconds in optimisation steps
         self._update_seconds, self._batch_start = 0.0, 0.0
         self._skipped_updates = 0  # this epoch's updates skipped for a non-finite advantage, loss or gradient
         self._skip_streak = 0  # skips since the last update that was taken
@@ -191,7 +189,6 @@ class AgentLitModule(LightningModule):
         if self._kl_coef > 0 and not has_lora(self.model):
             # with LoRA the reference is the base with the adapters disabled (reference_model), not a second copy
             self.ref_model = copy.deepcopy(self.model).requires_grad_(False).eval()
-        self._mark_sampler()  # DAgger's plays are not the first epoch's rollout
 
     def _dagger(self, ws: Dict[str, Any], datamodule: Any, pairs: List[Tuple[str, str]], key: str) -> None:
         """``model.warmstart.dagger_rounds`` rounds of DAgger after the warm start: the policy plays
@@ -279,10 +276,8 @@ class AgentLitModule(LightningModule):
         metrics["time/rollout_s"] = rollout.seconds + time.perf_counter() - start
         # the epoch's time split: sampling, environments (every rollout played for this epoch, the group
         # filter's extra ones too), advantages (this method); time/update_s comes at the epoch's end
-        sampler = getattr(datamodule, "sampler", None)
-        if sampler is not None and hasattr(sampler, "totals"):
-            metrics.update({f"time/{k}": v - self._sampler_mark.get(k, 0.0) for k, v in sampler.totals.items()})
-            self._mark_sampler()
+        metrics["time/generation_s"] = rollout.generation_seconds
+        metrics["time/env_s"] = rollout.env_seconds
         metrics["time/advantages_s"] = time.perf_counter() - start
         metrics["rollout/generated_tokens"] = float(rollout.generated_tokens)
         metrics.update(shaping_metrics)
@@ -384,10 +379,6 @@ class AgentLitModule(LightningModule):
         return modulated, g, f_next
 
     # ------------------------------------------------------------------ training
-    def _mark_sampler(self) -> None:
-        datamodule = self.trainer.datamodule if self._trainer is not None else None
-        self._sampler_mark = dict(getattr(getattr(datamodule, "sampler", None), "totals", {}))
-
     def on_train_epoch_start(self) -> None:
         self._epoch_start = time.perf_counter()
         self._update_seconds = 0.0
@@ -546,7 +537,6 @@ class AgentLitModule(LightningModule):
         self._val_results.append(self.trainer.datamodule.play_validation(self.policy, batch))
 
     def on_validation_epoch_end(self) -> None:
-        self._mark_sampler()  # validation's plays are not the next training rollout's
         # one summary over the whole pass, not a mean of batch means: a per-family metric is then the
         # mean over that family's episodes however the batches split them
         results = self._val_results

@@ -10,8 +10,6 @@ versions, and differs in the last bits, then more with every step, when any of t
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import random
 import time
@@ -22,7 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from src.data.batch import collate_steps, response_logits, rows_from_pairs, token_log_probs
-from src.policy.model import Policy
+from src.policy.model import Policy, digest
 from src.utils.determinism import numerics_signature, pinned_threads
 from src.utils.pylogger import RankedLogger
 
@@ -41,16 +39,12 @@ class FineTune:
     stats: Optional[Dict[str, float]] = None
 
 
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def warm_start_key(policy: Policy, pairs: Sequence[Tuple[str, str]], settings: Dict[str, Any]) -> str:
     """Digest of everything the fine-tune depends on: the starting weights, the demonstrations
     themselves (so task settings that do not change them reuse the cache), the settings and the
     current :func:`numerics_signature` (threads, instruction set, BLAS, library versions), so a run
     whose arithmetic differs never reuses, or writes, a result under the same key."""
-    return _digest([RECIPE_VERSION, policy.fingerprint, list(pairs), settings, numerics_signature()])
+    return digest([RECIPE_VERSION, policy.fingerprint, list(pairs), settings, numerics_signature()])
 
 
 def supervised_fine_tune(
@@ -164,8 +158,8 @@ def cached_dagger_round(
     ``previous_key``, the round's ``settings`` and the numerics, so a cached chain replays without
     playing a single episode. Returns the round's key and losses, and the aggregated labelled rows."""
     with pinned_threads(num_threads):
-        key = _digest([RECIPE_VERSION, "dagger", previous_key, settings, steps, batch_size, lr, seed,
-                       numerics_signature()])
+        key = digest([RECIPE_VERSION, "dagger", previous_key, settings, steps, batch_size, lr, seed,
+                      numerics_signature()])
         path = Path(cache_dir) / f"dagger-{key}.pt"
         if path.exists():
             saved = torch.load(path, map_location="cpu", weights_only=True)

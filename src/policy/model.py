@@ -40,7 +40,8 @@ class Policy:
     fingerprint: str
 
 
-def _fingerprint(obj: Any) -> str:
+def digest(obj: Any) -> str:
+    """A short, stable digest of a JSON-able object (cache keys and fingerprints)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -113,13 +114,13 @@ def build_tiny_policy(
     # settings, so settings that do not change the text (penalties, turn limits) reuse the build.
     texts = list(tokenizer_training_text(task, task_kwargs))
     spec = dict(
-        version=BUILD_VERSION, text_digest=_fingerprint(texts), vocab_size=vocab_size,
+        version=BUILD_VERSION, text_digest=digest(texts), vocab_size=vocab_size,
         hidden_size=hidden_size, intermediate_size=intermediate_size, num_hidden_layers=num_hidden_layers,
         num_attention_heads=num_attention_heads, num_key_value_heads=num_key_value_heads,
         max_position_embeddings=max_position_embeddings, extra_tokens=list(extra_tokens), seed=seed,
         libraries=library_versions(),
     )
-    fingerprint = "tiny-" + _fingerprint(spec)
+    fingerprint = "tiny-" + digest(spec)
     path = Path(cache_dir) / fingerprint
     switches = dict(lora=lora, gradient_checkpointing=gradient_checkpointing, autocast=autocast)
     if (path / "config.json").exists():
@@ -224,7 +225,7 @@ def prepare_for_training(policy: Policy, lora: Optional[Dict[str, Any]] = None, 
     if autocast is not None:
         AutocastForward(torch.bfloat16).attach(model)
     if settings is not None or autocast is not None:
-        fingerprint = f"{fingerprint}-{_fingerprint([settings, autocast])}"
+        fingerprint = f"{fingerprint}-{digest([settings, autocast])}"
     return Policy(model=model, tokenizer=policy.tokenizer, fingerprint=fingerprint)
 
 
@@ -265,7 +266,7 @@ def load_hf_policy(
         attn_implementation=attn_implementation,
         trust_remote_code=trust_remote_code,
     )
-    policy = Policy(model=model, tokenizer=tokenizer, fingerprint=fingerprint or _fingerprint([name_or_path, dtype]))
+    policy = Policy(model=model, tokenizer=tokenizer, fingerprint=fingerprint or digest([name_or_path, dtype]))
     check_vocabulary(policy, name_or_path)
     return prepare_for_training(policy, lora, gradient_checkpointing, autocast)
 

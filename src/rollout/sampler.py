@@ -157,10 +157,6 @@ class MultiTurnSampler:
     temperature: float = 1.0
     show_progress: bool = True
     backend: RolloutBackend = field(default_factory=HFBackend)
-    #: running totals over every ``play`` of this sampler (seconds in the backend's ``generate`` and in the
-    #: environments): the trainer's epoch time split reads them, since the data module re-packs a rollout
-    #: (the group filter) into a new ``RolloutResult``
-    totals: Dict[str, float] = field(default_factory=lambda: {"generation_s": 0.0, "env_s": 0.0}, repr=False)
 
     def __post_init__(self) -> None:
         require_number("task.sampler.max_new_tokens", self.max_new_tokens, integer=True, low=1)
@@ -315,8 +311,6 @@ class MultiTurnSampler:
         failed = {i for i, _ in result.env_errors}
         result.steps = [s for s in steps if s.traj_id not in failed]  # a failed episode's rows train nothing
         result.seconds = time.perf_counter() - start
-        self.totals["generation_s"] += result.generation_seconds
-        self.totals["env_s"] += result.env_seconds
         policy.model.train(was_training)
         return result
 
