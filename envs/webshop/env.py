@@ -42,12 +42,13 @@ from __future__ import annotations
 
 import random
 import re
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
 
 from envs.base import StepResult, TextEnv
 from envs.registry import register_env
 from envs.webshop.catalogue import DEFAULT_NUM_PRODUCTS
-from envs.webshop.reward import NOUN_PARSERS, fuzzy, get_reward, normalize_color
+from envs.webshop.expert import EXPERTS, GroundedShopper, expert_query, reachable_score, say
+from envs.webshop.reward import NOUN_PARSERS
 from envs.webshop.shop import (BACK_TO_SEARCH, BUY_NOW, NEXT_PAGE, PREV_PAGE, PRODUCT_WINDOW, SEARCH_PLACEHOLDER,
                                SEP, Browser, get_shop)
 
@@ -61,9 +62,9 @@ _CJK = re.compile(r"[\u4e00-\u9fff]")
 #: characters of a tag-less response sent to the game (verl-agent's WebShop projection)
 FALLBACK_CHARS = 20
 INVALID_RULES = ("format", "strict")
-_PRICE_CLAUSE = re.compile(r",? and price lower than [\d.]+ dollars\s*$")
-_SHOP_KEYS = ("catalogue_seed", "num_products", "data_dir", "product_file", "attribute_file", "human_goal_file",
-              "human_goals")
+#: the settings that decide what the tokenizer's corpus holds (the shop and who plays the demonstrations)
+_CORPUS_KEYS = ("catalogue_seed", "num_products", "data_dir", "product_file", "attribute_file", "human_goal_file",
+                "human_goals", "expert")
 
 
 def extract_action(response: str, require_think: bool = True) -> Tuple[str, bool]:
@@ -117,7 +118,7 @@ class WebShopEnv(TextEnv):
                  product_file: str = "items_shuffle_1000.json", attribute_file: str = "items_ins_v2_1000.json",
                  human_goal_file: str = "items_human_ins.json", human_goals: bool = False, max_steps: int = 15,
                  reward_scale: float = 10.0, invalid_action_penalty: float = 0.1, require_think: bool = True,
-                 invalid_rule: str = "format", noun_parser: str = "heuristic") -> None:
+                 invalid_rule: str = "format", noun_parser: str = "heuristic", expert: str = "grounded") -> None:
         if max_steps < 1:
             raise ValueError("max_steps must be >= 1")
         if invalid_rule not in INVALID_RULES:
@@ -129,6 +130,9 @@ class WebShopEnv(TextEnv):
         if noun_parser not in NOUN_PARSERS:
             raise ValueError(f"env.noun_parser={noun_parser!r} is not allowed; allowed values: {', '.join(NOUN_PARSERS)}")
         self.noun_parser = noun_parser
+        if expert not in EXPERTS:
+            raise ValueError(f"env.expert={expert!r} is not allowed; allowed values: {', '.join(EXPERTS)}")
+        self.expert = expert
         self.shop = get_shop(catalogue_seed=catalogue_seed, num_products=num_products, data_dir=data_dir,
                              product_file=product_file, attribute_file=attribute_file,
                              human_goal_file=human_goal_file, human_goals=human_goals)
@@ -158,6 +162,7 @@ class WebShopEnv(TextEnv):
         self._inadmissible = 0
         self._searches = 0
         self._expert_cache: Dict[str, Tuple[float, Dict[str, str]]] = {}
+        self._shopper = GroundedShopper()
         obs = self._observation()
         info = {
             "instruction": f"{INSTRUCTION}\nInstruction: {goal['instruction_text']}",
@@ -236,35 +241,37 @@ class WebShopEnv(TextEnv):
         if self.browser is None:
             raise RuntimeError("WebShopEnv.expert_response called before reset()")
         b = self.browser
+        if self.expert == "grounded":
+            return self._shopper.respond(b)
         if b.page == "search":
             query = expert_query(b.goal) if self._searches == 0 else f"{b.goal['query']} {' '.join(b.goal['attributes'])}"
-            return _say("search for the requested product", f"search[{query}]")
+            return say("search for the requested product", f"search[{query}]")
         if b.page == "results":
             if not b.results or not b.page_products():
-                return _say("nothing useful here, search again", f"click[{BACK_TO_SEARCH}]")
+                return say("nothing useful here, search again", f"click[{BACK_TO_SEARCH}]")
             rank, _ = self._best_result()
             page = rank // PRODUCT_WINDOW + 1
             if page > b.page_num:
-                return _say("a better match is on a later page", f"click[{NEXT_PAGE}]")
+                return say("a better match is on a later page", f"click[{NEXT_PAGE}]")
             if page < b.page_num:
-                return _say("a better match was on an earlier page", f"click[{PREV_PAGE}]")
-            return _say("this product matches best", f"click[{b.results[rank].lower()}]")
+                return say("a better match was on an earlier page", f"click[{PREV_PAGE}]")
+            return say("this product matches best", f"click[{b.results[rank].lower()}]")
         if b.page == "item":
             score, chosen = self._plan(b.product)
             if b.results and self._best_result()[1] > score:
-                return _say("not the best match, go back", f"click[{PREV_PAGE}]")
+                return say("not the best match, go back", f"click[{PREV_PAGE}]")
             for name, value in chosen.items():
                 if b.options.get(name) != value:
-                    return _say(f"select the {name}", f"click[{value}]")
-            return _say("everything matches, buy it", f"click[{BUY_NOW}]")
+                    return say(f"select the {name}", f"click[{value}]")
+            return say("everything matches, buy it", f"click[{BUY_NOW}]")
         if b.page == "sub":
-            return _say("back to the product", f"click[{PREV_PAGE}]")
-        return _say("the purchase is done", f"click[{BUY_NOW}]")
+            return say("back to the product", f"click[{PREV_PAGE}]")
+        return say("the purchase is done", f"click[{BUY_NOW}]")
 
     # ------------------------------------------------------------------ corpus and report
     @classmethod
     def tokenizer_corpus(cls, **cfg: Any) -> Iterable[str]:
-        shop_cfg = {k: v for k, v in cfg.items() if k in _SHOP_KEYS}
+        shop_cfg = {k: v for k, v in cfg.items() if k in _CORPUS_KEYS}
         yield INSTRUCTION
         yield SEARCH_PLACEHOLDER
         per_split = int(cfg.get("corpus_goals", 80))
@@ -292,49 +299,3 @@ class WebShopEnv(TextEnv):
         score = 100.0 * float(metrics.get("task/score", 0.0))
         success = 100.0 * float(metrics.get("success", 0.0))
         return "| Task | Score | Succ. |\n|---|---|---|\n" + f"| WebShop | {score:.1f} | {success:.1f} |"
-
-
-def _say(thought: str, action: str) -> str:
-    return f"<think>{thought}</think><action>{action}</action>"
-
-
-def expert_query(goal: Mapping[str, Any]) -> str:
-    """The goal's words minus the option and price clauses (what the expert types in the search bar)."""
-    text = _PRICE_CLAUSE.sub("", str(goal["instruction_text"]))
-    opts = goal.get("goal_options")
-    if isinstance(opts, Mapping) and opts:
-        cut = text.rfind(f" with {next(iter(opts))}: ")
-        if cut > 0:
-            text = text[:cut]
-    return " ".join(text.lower().replace("[", " ").replace("]", " ").split())
-
-
-def reachable_score(prices: Mapping[str, float], product: Mapping[str, Any], goal: Mapping[str, Any],
-                    noun_parser: str = "heuristic") -> Tuple[float, Dict[str, str]]:
-    """The score buying ``product`` reaches with the options :func:`choose_options` picks, and those options."""
-    chosen = choose_options(product, goal)
-    return get_reward(product, goal, prices.get(product["asin"], 100.0), chosen, noun_parser=noun_parser), chosen
-
-
-def choose_options(product: Mapping[str, Any], goal: Mapping[str, Any]) -> Dict[str, str]:
-    """Option values of ``product`` closest to the goal's (exact name/value first, then fuzzy)."""
-    options: Dict[str, List[str]] = product.get("options") or {}
-    wanted = goal.get("goal_options") or []
-    pairs = list(wanted.items()) if isinstance(wanted, Mapping) else [(None, v) for v in wanted]
-    chosen: Dict[str, str] = {}
-    for name, value in pairs:
-        value = str(value).lower()
-        if name in options and value in options[name]:
-            chosen[name] = value
-            continue
-        best, best_score = None, 85.0
-        for opt_name, values in options.items():
-            if opt_name in chosen:
-                continue
-            for v in values:
-                s = fuzzy(normalize_color(v), normalize_color(value))
-                if s > best_score:
-                    best, best_score = (opt_name, v), s
-        if best:
-            chosen[best[0]] = best[1]
-    return chosen
