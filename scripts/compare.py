@@ -6,7 +6,8 @@ ALFWorld, seeds 1-3, each run on the CPU defaults with the same warm start per s
     python scripts/compare.py --dry-run            # print the commands
 
 Each finished run's learning curve (``results.csv``, one row per validation) is copied to
-``docs/results/runs/<task>/<label>/seed<k>.csv`` (commit these); a run whose file exists is skipped,
+``docs/results/runs/<task>/<label>/seed<k>.csv``, with ``seed<k>.txt`` beside it (the commit and
+command that made it; commit both); a run whose file exists is skipped,
 so the sweep can be stopped and continued in a later session. ``python src/report.py`` then builds the
 tables and plots from those files alone. Runs execute one after another (two CPU cores: parallel runs
 would only share them).
@@ -21,7 +22,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ("deepsearch", "alfworld", "webshop")
@@ -50,23 +51,40 @@ def result_path(results_dir: Path, arm: Arm, seed: int) -> Path:
     return results_dir / "runs" / arm.task / arm.label / f"seed{seed}.csv"
 
 
-def command(arm: Arm, seed: int, run_dir: Path, extra: Sequence[str]) -> List[str]:
+def command(arm: Arm, seed: int, run_dir: Path, extra: Sequence[str], threads: Optional[int] = None) -> List[str]:
     """The training command of one run: the task's defaults, the arm's algorithm, the seed for both
-    the RL run and the warm start (so every arm of a seed starts from the same cached warm start)."""
+    the RL run and the warm start (so every arm of a seed starts from the same cached warm start);
+    ``threads`` also pins the warm start's thread count (it is part of the warm start's cache key)."""
+    pinned = [f"model.warmstart.num_threads={threads}"] if threads else []
     return [sys.executable, str(ROOT / "src" / "train.py"), f"task={arm.task}", *arm.overrides, f"seed={seed}",
-            f"model.warmstart.seed={seed}", f"tags=[compare,{arm.task},{arm.label}]", f"hydra.run.dir={run_dir}",
-            *extra]
+            f"model.warmstart.seed={seed}", *pinned, f"tags=[compare,{arm.task},{arm.label}]",
+            f"hydra.run.dir={run_dir}", *extra]
 
 
-def run_one(arm: Arm, seed: int, results_dir: Path, logs_dir: Path, extra: Sequence[str]) -> bool:
+def provenance(cmd: Sequence[str], minutes: float, threads: Optional[int] = None) -> str:
+    """What made a run's table: the commit (``+dirty`` with uncommitted changes), the command, the time."""
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        return out.stdout.strip() if out.returncode == 0 else ""
+
+    commit = git("rev-parse", "HEAD") or "unknown"
+    dirty = "+dirty" if git("status", "--porcelain", "--untracked-files=no") else ""
+    launch = f"OMP_NUM_THREADS={threads} " if threads else ""
+    return (f"commit: {commit}{dirty}\ncommand: {launch}python {' '.join(str(c) for c in cmd[1:])}\n"
+            f"finished: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}\nminutes: {minutes:.1f}\n")
+
+
+def run_one(arm: Arm, seed: int, results_dir: Path, logs_dir: Path, extra: Sequence[str],
+            threads: Optional[int] = None) -> bool:
     """Train one arm and seed; on success copy its tables into ``results_dir``. Returns success."""
     run_dir = logs_dir / arm.task / arm.label / f"seed{seed}"
     if run_dir.exists():
         shutil.rmtree(run_dir)  # a run killed part-way starts again from scratch
-    cmd = command(arm, seed, run_dir, extra)
+    cmd = command(arm, seed, run_dir, extra, threads)
+    env = {**os.environ, "HYDRA_FULL_ERROR": "1", **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
     print(f"[compare] {arm.task}/{arm.label}/seed{seed}: {' '.join(cmd[1:])}", flush=True)
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "HYDRA_FULL_ERROR": "1"})
+    proc = subprocess.run(cmd, cwd=ROOT, env=env)
     minutes = (time.perf_counter() - start) / 60
     table = run_dir / "results.csv"
     if proc.returncode != 0 or not table.exists():
@@ -80,6 +98,7 @@ def run_one(arm: Arm, seed: int, results_dir: Path, logs_dir: Path, extra: Seque
         prop1_target = results_dir / "prop1" / arm.task / arm.label / f"seed{seed}.csv"
         prop1_target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(prop1, prop1_target)
+    target.with_suffix(".txt").write_text(provenance(cmd, minutes, threads))
     print(f"[compare] done in {minutes:.1f} min -> {target.relative_to(results_dir.parent)}", flush=True)
     return True
 
@@ -93,6 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--results-dir", type=Path, default=ROOT / "docs" / "results")
     parser.add_argument("--logs-dir", type=Path, default=ROOT / "logs" / "compare")
     parser.add_argument("--dry-run", action="store_true", help="print what would run, run nothing")
+    parser.add_argument("--threads", type=int, help="torch threads of every run and its warm start (OMP_NUM_THREADS "
+                        "and model.warmstart.num_threads): 1 lets two sweeps share two cores without the "
+                        "slow-down of two-thread runs contending (docs/benchmarks.md)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run (e.g. trainer.max_epochs=2)")
     args = parser.parse_args(argv)
 
@@ -111,9 +133,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         if args.dry_run:
             run_dir = args.logs_dir / arm.task / arm.label / f"seed{seed}"
-            print(" ".join(command(arm, seed, run_dir, args.overrides)[1:]))
+            print(" ".join(command(arm, seed, run_dir, args.overrides, args.threads)[1:]))
             continue
-        failures += not run_one(arm, seed, args.results_dir, args.logs_dir, args.overrides)
+        failures += not run_one(arm, seed, args.results_dir, args.logs_dir, args.overrides, args.threads)
     return 1 if failures else 0
 
 

@@ -87,6 +87,8 @@ def test_compare_runs_an_arm_and_collects_its_table(tmp_path):
     table = tmp_path / "results" / "runs" / "deepsearch" / "empg" / "seed1.csv"
     rows = list(csv.DictReader(open(table)))
     assert [r["epoch"] for r in rows] == ["0", "1"]
+    made_by = table.with_suffix(".txt").read_text()
+    assert made_by.startswith("commit: ") and "command: python " in made_by and "algo=empg seed=1" in made_by
     assert (tmp_path / "results" / "prop1" / "deepsearch" / "empg" / "seed1.csv").exists()
     mtime = table.stat().st_mtime_ns
     assert compare.main(args) == 0  # done: skipped, the file untouched
