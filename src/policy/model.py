@@ -15,7 +15,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from src.policy.lora import apply_lora, lora_settings
-from src.utils.determinism import library_versions
+from src.utils.determinism import library_versions, numerics_signature, pinned_threads
 from src.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__, rank_zero_only=True)
@@ -96,6 +96,7 @@ def build_tiny_policy(
     lora: Optional[Dict[str, Any]] = None,
     gradient_checkpointing: bool = False,
     autocast: Optional[str] = None,
+    copy_pretrain: Optional[Dict[str, Any]] = None,
 ) -> Policy:
     """Build (or load from ``cache_dir``) a small Qwen2 causal LM and its locally trained tokenizer.
 
@@ -107,6 +108,11 @@ def build_tiny_policy(
     cache) reuse it; nothing is downloaded. The fingerprint holds the versions of torch, transformers
     and tokenizers, which another install may not share. ``lora``, ``gradient_checkpointing`` and
     ``autocast``: as for :func:`load_hf_policy`.
+
+    ``copy_pretrain`` (``steps`` > 0 turns it on; ``batch_size``, ``lr``, ``seed``, ``num_threads``): after
+    the initialisation, that many steps of copy pre-training on the tokenizer's text
+    (:mod:`src.policy.pretrain`), cached with the build; its arithmetic depends on the thread count and the
+    CPU like the warm start's, so the fingerprint then holds them too.
     """
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -120,6 +126,10 @@ def build_tiny_policy(
         max_position_embeddings=max_position_embeddings, extra_tokens=list(extra_tokens), seed=seed,
         libraries=library_versions(),
     )
+    pretrain = dict(copy_pretrain or {})
+    if int(pretrain.get("steps", 0)) > 0:
+        with pinned_threads(pretrain.get("num_threads")):
+            spec.update(copy_pretrain=pretrain, numerics=numerics_signature())
     fingerprint = "tiny-" + digest(spec)
     path = Path(cache_dir) / fingerprint
     switches = dict(lora=lora, gradient_checkpointing=gradient_checkpointing, autocast=autocast)
@@ -144,8 +154,25 @@ def build_tiny_policy(
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = Qwen2ForCausalLM(config)
+    if "numerics" in spec:
+        _copy_pretrain(Policy(model, tokenizer, fingerprint), texts, **pretrain)
     save_pretrained_atomically(model, tokenizer, path)
     return load_hf_policy(str(path), fingerprint=fingerprint, **switches)
+
+
+def _copy_pretrain(policy: Policy, texts: Sequence[str], steps: int, batch_size: int = 16, lr: float = 3e-3,
+                   seed: int = 0, num_threads: Optional[int] = None) -> None:
+    from src.models.warmstart import supervised_fine_tune  # the warm start's loop; it imports this module
+    from src.policy.pretrain import copy_rows
+
+    tokenizer = policy.tokenizer
+    tokenized = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts if t.strip()]
+    rows = copy_rows(tokenized, tokenizer("\n", add_special_tokens=False)["input_ids"], steps * batch_size, seed)
+    with pinned_threads(num_threads), torch.random.fork_rng():
+        torch.manual_seed(seed)
+        stats = supervised_fine_tune(policy, [], steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                                     extra_rows=rows, label="Copy pre-training")
+    log.info(f"Copy pre-training: {steps} steps, loss {stats['first_loss']:.3f} -> {stats['last_loss']:.3f}")
 
 
 def save_pretrained_atomically(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, path: Path) -> None:

@@ -1,0 +1,54 @@
+"""Copy pre-training of the tiny model: the skill every task needs and a from-scratch model lacks.
+
+An agent has to copy names out of its prompt: an answer out of a retrieved passage (Deep Search), the
+instruction's words into a query and a product id off the results page (WebShop), a receptacle out of
+the admissible list (ALFWorld). A pretrained LLM brings that skill (induction heads) from pre-training;
+the tiny model, trained from scratch on a few thousand demonstrations, learns the demonstrations'
+answers instead (docs/tuning.md: 22 of 32 in-domain Deep Search misses retrieved the answer and named
+another entity). This stage gives it the skill on the task's own text before the warm start, with no
+task knowledge: each row is a text from the tokenizer's corpus, then a cue (a few of its tokens
+starting at a random place), and the target is what follows the cue in the text.
+"""
+from __future__ import annotations
+
+import random
+from typing import Dict, List, Sequence
+
+#: tokens of a text shown per row (longer texts are cut at a random place)
+MAX_TEXT_TOKENS = 256
+#: cue and copied span lengths, in tokens
+CUE_TOKENS = (2, 4)
+SPAN_TOKENS = (2, 16)
+
+
+def copy_rows(tokenized: Sequence[Sequence[int]], separator: Sequence[int], num_rows: int,
+              seed: int = 0) -> List[Dict[str, List[int]]]:
+    """``num_rows`` rows ``{prompt_ids: text + separator + cue, response_ids: continuation}`` drawn from
+    the token sequences ``tokenized`` (those long enough for a cue and one token to copy).
+
+    The cue is the first ``CUE_TOKENS`` tokens of a random span of the text and the response the next
+    ``SPAN_TOKENS`` tokens, so answering means finding the cue in the text and copying what follows it
+    (the cue's first occurrence in the text is the one whose continuation is the target, so every row
+    has one answer)."""
+    rng = random.Random(seed)
+    texts = [list(t) for t in tokenized if len(t) >= CUE_TOKENS[0] + 1]
+    if not texts:
+        raise ValueError("copy_rows: no text is long enough to copy from")
+    rows = []
+    for _ in range(num_rows):
+        text = rng.choice(texts)
+        if len(text) > MAX_TEXT_TOKENS:
+            start = rng.randrange(len(text) - MAX_TEXT_TOKENS + 1)
+            text = text[start:start + MAX_TEXT_TOKENS]
+        cue = min(rng.randint(*CUE_TOKENS), len(text) - 1)
+        span = rng.randint(*SPAN_TOKENS)
+        at = rng.randrange(len(text) - cue)
+        at = _first_occurrence(text, text[at:at + cue])
+        rows.append({"prompt_ids": text + list(separator) + text[at:at + cue],
+                     "response_ids": text[at + cue:at + cue + span]})
+    return rows
+
+
+def _first_occurrence(text: Sequence[int], cue: Sequence[int]) -> int:
+    n = len(cue)
+    return next(i for i in range(len(text) - n + 1) if list(text[i:i + n]) == list(cue))
