@@ -93,3 +93,20 @@ def test_compare_runs_an_arm_and_collects_its_table(tmp_path):
     mtime = table.stat().st_mtime_ns
     assert compare.main(args) == 0  # done: skipped, the file untouched
     assert table.stat().st_mtime_ns == mtime
+
+
+def test_committed_results_are_what_the_report_builds_from_the_committed_runs(tmp_path):
+    """The acceptance check of the comparison: docs/results/summary.{csv,md} are exactly what
+    ``python src/report.py`` makes of the committed per-run CSVs (nobody edited a number by hand)."""
+    import shutil
+
+    committed = Path(__file__).parents[1] / "docs" / "results"
+    if not (committed / "runs").exists():
+        pytest.skip("no comparison runs committed yet")
+    copy = tmp_path / "results"
+    shutil.copytree(committed / "runs", copy / "runs")
+    if (committed / "prop1").exists():
+        shutil.copytree(committed / "prop1", copy / "prop1")
+    build(copy)
+    for name in ("summary.csv", "summary.md"):
+        assert (copy / name).read_text() == (committed / name).read_text(), name
