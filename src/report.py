@@ -110,11 +110,12 @@ def summary_markdown(runs: Sequence[Run]) -> str:
         by_arm[(r.task, r.algo)][r.seed] = r
     lines = ["# EMPG comparison: held-out success (%)", "",
              "Built by `python src/report.py` from `docs/results/runs/` alone. *final*: the last epoch's "
-             "validation (the true last state, not the best epoch); *best*: the best epoch, labelled as such; "
-             "mean ± sample std over seeds; *gain*: final − initial per seed, mean ± 2 standard errors.", ""]
+             "validation (the true last state, not the best epoch); *best epoch's success*: each run's best "
+             "validation after training began, labelled as such; mean ± sample std over seeds; *gain*: "
+             "final − initial per seed, mean ± 2 standard errors.", ""]
     for task in sorted({t for t, _ in by_arm}):
         lines += [f"## {task}", "",
-                  "| algo | seeds | initial | final | gain (final − initial) | best epoch (mean) | env steps |",
+                  "| algo | seeds | initial | final | gain (final − initial) | best epoch's success | env steps |",
                   "|---|---:|---:|---:|---:|---:|---:|"]
         for (t, algo), seeds in sorted(by_arm.items()):
             if t != task:
