@@ -57,7 +57,6 @@ def supervised_fine_tune(
     warmup_steps: int = 20,
     seed: int = 0,
     extra_rows: Sequence[Dict[str, List[int]]] = (),
-    label: str = "Warm start",
 ) -> Dict[str, float]:
     """Minimise the response tokens' negative log-likelihood for ``steps`` AdamW steps on random
     mini-batches of ``pairs`` and the token rows ``extra_rows`` (linear warm-up of the learning rate over
@@ -85,7 +84,7 @@ def supervised_fine_tune(
         schedule.step()
         losses.append(loss.item())
         if (step + 1) % 100 == 0 and step + 1 < steps:  # long warm starts (big prompts on a CPU) show progress
-            log.info(f"{label}: step {step + 1}/{steps}, loss {sum(losses[-100:]) / 100:.3f}, "
+            log.info(f"Warm start: step {step + 1}/{steps}, loss {sum(losses[-100:]) / 100:.3f}, "
                      f"{time.perf_counter() - start:.0f}s")
     return {"first_loss": losses[0] if losses else float("nan"), "last_loss": losses[-1] if losses else float("nan")}
 

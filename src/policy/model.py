@@ -129,7 +129,7 @@ def build_tiny_policy(
     pretrain = dict(copy_pretrain or {})
     if int(pretrain.get("steps", 0)) > 0:
         with pinned_threads(pretrain.get("num_threads")):
-            spec.update(copy_pretrain=pretrain, numerics=numerics_signature())
+            spec.update(copy_pretrain=pretrain, copy_recipe=2, numerics=numerics_signature())
     fingerprint = "tiny-" + digest(spec)
     path = Path(cache_dir) / fingerprint
     switches = dict(lora=lora, gradient_checkpointing=gradient_checkpointing, autocast=autocast)
@@ -162,16 +162,15 @@ def build_tiny_policy(
 
 def _copy_pretrain(policy: Policy, texts: Sequence[str], steps: int, batch_size: int = 16, lr: float = 3e-3,
                    seed: int = 0, num_threads: Optional[int] = None) -> None:
-    from src.models.warmstart import supervised_fine_tune  # the warm start's loop; it imports this module
-    from src.policy.pretrain import copy_rows
+    from src.policy.pretrain import copy_rows, train_on_rows
 
     tokenizer = policy.tokenizer
     tokenized = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts if t.strip()]
     rows = copy_rows(tokenized, tokenizer("\n", add_special_tokens=False)["input_ids"], steps * batch_size, seed)
     with pinned_threads(num_threads), torch.random.fork_rng():
         torch.manual_seed(seed)
-        stats = supervised_fine_tune(policy, [], steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                                     extra_rows=rows, label="Copy pre-training")
+        stats = train_on_rows(policy.model, rows, tokenizer.pad_token_id, steps=steps, batch_size=batch_size, lr=lr,
+                              seed=seed)
     log.info(f"Copy pre-training: {steps} steps, loss {stats['first_loss']:.3f} -> {stats['last_loss']:.3f}")
 
 
