@@ -21,6 +21,7 @@ import torch
 
 from src.data.batch import collate_steps, response_logits, rows_from_pairs, token_log_probs
 from src.policy.model import Policy, digest
+from src.policy.pretrain import train_steps
 from src.utils.determinism import numerics_signature, pinned_threads
 from src.utils.pylogger import RankedLogger
 
@@ -65,28 +66,16 @@ def supervised_fine_tune(
     model, tokenizer = policy.model, policy.tokenizer
     rows = rows_from_pairs(tokenizer, pairs) + list(extra_rows)
     device = next(model.parameters()).device
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / max(warmup_steps, 1)))
     rng = random.Random(seed)
-    model.train()
-    losses = []
-    start = time.perf_counter()
-    for step in range(steps):
+
+    def batch_loss() -> torch.Tensor:
         batch = collate_steps(rng.sample(rows, min(batch_size, len(rows))), tokenizer.pad_token_id)
         batch = {k: v.to(device) for k, v in batch.items()}
         log_probs = token_log_probs(response_logits(model, batch), batch["targets"])
         mask = batch["response_mask"]
-        loss = -(log_probs * mask).sum() / mask.sum().clamp(min=1)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        losses.append(loss.item())
-        if (step + 1) % 100 == 0 and step + 1 < steps:  # long warm starts (big prompts on a CPU) show progress
-            log.info(f"Warm start: step {step + 1}/{steps}, loss {sum(losses[-100:]) / 100:.3f}, "
-                     f"{time.perf_counter() - start:.0f}s")
-    return {"first_loss": losses[0] if losses else float("nan"), "last_loss": losses[-1] if losses else float("nan")}
+        return -(log_probs * mask).sum() / mask.sum().clamp(min=1)
+
+    return train_steps(model, batch_loss, steps=steps, lr=lr, warmup_steps=warmup_steps, label="Warm start")
 
 
 def _save_atomically(obj: Any, path: Path) -> None:

@@ -12,7 +12,10 @@ starting at a random place), and the target is what follows the cue in the text.
 from __future__ import annotations
 
 import random
-from typing import Dict, List, Sequence
+import time
+from typing import Callable, Dict, List, Sequence
+
+import torch
 
 from src.utils.pylogger import RankedLogger
 
@@ -58,23 +61,40 @@ def _first_occurrence(text: Sequence[int], cue: Sequence[int]) -> int:
     return next(i for i in range(len(text) - n + 1) if list(text[i:i + n]) == list(cue))
 
 
-def train_on_rows(model, rows: Sequence[Dict[str, List[int]]], pad_id: int, *, steps: int, batch_size: int = 16,
-                  lr: float = 3e-3, seed: int = 0, warmup_steps: int = 20, log_every: int = 100) -> Dict[str, float]:
-    """Minimise the ``response_ids`` tokens' negative log-likelihood after their ``prompt_ids`` for ``steps``
-    AdamW steps on random mini-batches of ``rows`` (right-padded; linear warm-up over ``warmup_steps``,
-    gradient norm clipped at 1), the warm start's recipe. Returns the first and last mini-batch losses."""
-    import time
-
-    import torch
-
-    rng = random.Random(seed)
+def train_steps(model, batch_loss: Callable[[], torch.Tensor], *, steps: int, lr: float, warmup_steps: int = 20,
+                label: str = "Training", log_every: int = 100) -> Dict[str, float]:
+    """``steps`` AdamW steps (no weight decay; learning rate warmed up linearly over ``warmup_steps``; gradient
+    norm clipped at 1) on the loss ``batch_loss()`` returns, a fresh mini-batch per call; logs the mean loss
+    every ``log_every`` steps. The loop of the copy pre-training and of the warm start. Returns the first and
+    last mini-batch losses."""
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(warmup_steps, 1)))
     model.train()
     losses: List[float] = []
     start = time.perf_counter()
     for step in range(steps):
-        batch = rng.sample(list(rows), min(batch_size, len(rows)))
+        loss = batch_loss()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        losses.append(loss.item())
+        if log_every and (step + 1) % log_every == 0 and step + 1 < steps:  # long CPU runs show progress
+            log.info(f"{label}: step {step + 1}/{steps}, loss {sum(losses[-log_every:]) / log_every:.3f}, "
+                     f"{time.perf_counter() - start:.0f}s")
+    return {"first_loss": losses[0] if losses else float("nan"), "last_loss": losses[-1] if losses else float("nan")}
+
+
+def train_on_rows(model, rows: Sequence[Dict[str, List[int]]], pad_id: int, *, steps: int, batch_size: int = 16,
+                  lr: float = 3e-3, seed: int = 0) -> Dict[str, float]:
+    """Minimise the ``response_ids`` tokens' negative log-likelihood after their ``prompt_ids`` on random
+    right-padded mini-batches of ``rows`` (:func:`train_steps`)."""
+    rng = random.Random(seed)
+    rows = list(rows)
+
+    def batch_loss() -> torch.Tensor:
+        batch = rng.sample(rows, min(batch_size, len(rows)))
         width = max(len(r["prompt_ids"]) + len(r["response_ids"]) for r in batch)
         ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
         labels = torch.full((len(batch), width), -100, dtype=torch.long)
@@ -84,14 +104,6 @@ def train_on_rows(model, rows: Sequence[Dict[str, List[int]]], pad_id: int, *, s
             ids[i, :len(prompt) + len(response)] = torch.tensor(prompt + response)
             labels[i, len(prompt):len(prompt) + len(response)] = torch.tensor(response, dtype=torch.long)
             mask[i, :len(prompt) + len(response)] = 1
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss  # labels shift inside the model
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        losses.append(loss.item())
-        if log_every and (step + 1) % log_every == 0 and step + 1 < steps:
-            log.info(f"Copy pre-training: step {step + 1}/{steps}, loss {sum(losses[-log_every:]) / log_every:.3f}, "
-                     f"{time.perf_counter() - start:.0f}s")
-    return {"first_loss": losses[0] if losses else float("nan"), "last_loss": losses[-1] if losses else float("nan")}
+        return model(input_ids=ids, attention_mask=mask, labels=labels).loss  # labels shift inside the model
+
+    return train_steps(model, batch_loss, steps=steps, lr=lr, label="Copy pre-training")
