@@ -127,9 +127,10 @@ def build_tiny_policy(
         libraries=library_versions(),
     )
     pretrain = dict(copy_pretrain or {})
-    if int(pretrain.get("steps", 0)) > 0:
+    pretraining = int(pretrain.get("steps", 0)) > 0
+    if pretraining:
         with pinned_threads(pretrain.get("num_threads")):
-            spec.update(copy_pretrain=pretrain, copy_recipe=2, numerics=numerics_signature())
+            spec.update(copy_pretrain=pretrain, copy_recipe=3, numerics=numerics_signature())
     fingerprint = "tiny-" + digest(spec)
     path = Path(cache_dir) / fingerprint
     switches = dict(lora=lora, gradient_checkpointing=gradient_checkpointing, autocast=autocast)
@@ -154,7 +155,7 @@ def build_tiny_policy(
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = Qwen2ForCausalLM(config)
-    if "numerics" in spec:
+    if pretraining:
         _copy_pretrain(Policy(model, tokenizer, fingerprint), texts, **pretrain)
     save_pretrained_atomically(model, tokenizer, path)
     return load_hf_policy(str(path), fingerprint=fingerprint, **switches)

@@ -17,6 +17,7 @@ from typing import Callable, Dict, List, Sequence
 
 import torch
 
+from src.policy.generation import left_pad, position_ids_from_mask
 from src.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__, rank_zero_only=True)
@@ -89,21 +90,16 @@ def train_steps(model, batch_loss: Callable[[], torch.Tensor], *, steps: int, lr
 def train_on_rows(model, rows: Sequence[Dict[str, List[int]]], pad_id: int, *, steps: int, batch_size: int = 16,
                   lr: float = 3e-3, seed: int = 0) -> Dict[str, float]:
     """Minimise the ``response_ids`` tokens' negative log-likelihood after their ``prompt_ids`` on random
-    right-padded mini-batches of ``rows`` (:func:`train_steps`)."""
+    mini-batches of ``rows``, left-padded as the warm start's batches are (:func:`train_steps`)."""
     rng = random.Random(seed)
     rows = list(rows)
 
     def batch_loss() -> torch.Tensor:
         batch = rng.sample(rows, min(batch_size, len(rows)))
-        width = max(len(r["prompt_ids"]) + len(r["response_ids"]) for r in batch)
-        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        labels = torch.full((len(batch), width), -100, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for i, row in enumerate(batch):
-            prompt, response = list(row["prompt_ids"]), list(row["response_ids"])
-            ids[i, :len(prompt) + len(response)] = torch.tensor(prompt + response)
-            labels[i, len(prompt):len(prompt) + len(response)] = torch.tensor(response, dtype=torch.long)
-            mask[i, :len(prompt) + len(response)] = 1
-        return model(input_ids=ids, attention_mask=mask, labels=labels).loss  # labels shift inside the model
+        ids, mask = left_pad([list(r["prompt_ids"]) + list(r["response_ids"]) for r in batch], pad_id)
+        # the same layout with every prompt token ignored: only the continuation is scored
+        labels, _ = left_pad([[-100] * len(r["prompt_ids"]) + list(r["response_ids"]) for r in batch], -100)
+        return model(input_ids=ids, attention_mask=mask.long(), position_ids=position_ids_from_mask(mask),
+                     labels=labels).loss  # labels shift inside the model
 
     return train_steps(model, batch_loss, steps=steps, lr=lr, label="Copy pre-training")
