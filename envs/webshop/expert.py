@@ -91,6 +91,11 @@ def lowest_shown_price(text: str) -> float:
     return min(amounts) if amounts else math.inf
 
 
+def budget(goal: Mapping[str, Any]) -> float:
+    """The instruction's price limit (inf when it states none)."""
+    return float(goal.get("price_upper", math.inf))
+
+
 def title_match(title: str, words: Set[str]) -> int:
     return len(words & set(_WORD.findall(str(title).lower())))
 
@@ -106,9 +111,8 @@ class GroundedShopper:
 
     def respond(self, b: Browser) -> str:
         """The response for the browser's current page."""
-        goal = b.goal
         if b.page == "search":
-            return say("search for the requested product", f"search[{expert_query(goal)}]")
+            return say("search for the requested product", f"search[{expert_query(b.goal)}]")
         if b.page == "results":
             return self._on_results(b)
         if b.page == "item":
@@ -122,9 +126,8 @@ class GroundedShopper:
         """(-title words shared, rank, asin) of this page's products not yet left, best first; those whose
         shown price is over the budget only when nothing else is left (then title match alone decides)."""
         words = product_words(b.goal)
-        budget = float(b.goal.get("price_upper", math.inf))
         listed = [(p, i) for i, p in enumerate(b.page_products()) if p["asin"] not in self.rejected]
-        affordable = [(p, i) for p, i in listed if lowest_shown_price(p.get("Price", "")) <= budget]
+        affordable = [(p, i) for p, i in listed if lowest_shown_price(p.get("Price", "")) <= budget(b.goal)]
         pool = affordable if affordable else listed
         return sorted((-title_match(p.get("Title", ""), words), i, p["asin"]) for p, i in pool)
 
@@ -146,8 +149,7 @@ class GroundedShopper:
         product = b.product or {}
         asin = product.get("asin", "")
         last_chance = len(self.rejected) >= MAX_REJECTIONS
-        budget = float(b.goal.get("price_upper", math.inf))
-        if lowest_shown_price(product.get("Price", "")) > budget and not last_chance:
+        if lowest_shown_price(product.get("Price", "")) > budget(b.goal) and not last_chance:
             return self._leave(asin, "over the budget, go back")
         wanted = choose_options(product, b.goal)
         requested = b.goal.get("goal_options") or []
