@@ -95,12 +95,17 @@ def test_compare_runs_an_arm_and_collects_its_table(tmp_path):
     assert table.stat().st_mtime_ns == mtime
 
 
-def test_committed_results_are_what_the_report_builds_from_the_committed_runs(tmp_path):
-    """The acceptance check of the comparison: docs/results/summary.{csv,md} are exactly what
-    ``python src/report.py`` makes of the committed per-run CSVs (nobody edited a number by hand)."""
+RESULTS_DIR = Path(__file__).parents[1] / "docs" / "results"
+
+
+@pytest.mark.parametrize("committed", [RESULTS_DIR, *sorted((RESULTS_DIR / "superseded").glob("*"))],
+                         ids=lambda p: str(p.relative_to(RESULTS_DIR)) if p != RESULTS_DIR else "current")
+def test_committed_results_are_what_the_report_builds_from_the_committed_runs(tmp_path, committed):
+    """The acceptance check of the comparison: docs/results/summary.{csv,md} (and those of every superseded
+    sweep kept under docs/results/superseded/) are exactly what ``python src/report.py`` makes of the committed
+    per-run CSVs (nobody edited a number by hand)."""
     import shutil
 
-    committed = Path(__file__).parents[1] / "docs" / "results"
     if not (committed / "runs").exists():
         pytest.skip("no comparison runs committed yet")
     copy = tmp_path / "results"
