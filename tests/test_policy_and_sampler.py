@@ -202,11 +202,13 @@ def test_pinned_threads_set_and_restore_the_count():
 
 
 def test_warm_start_with_pinned_threads_ignores_the_machines_thread_count(tmp_path):
-    # one and two threads give different weights after a few steps and so must not share a cache key;
-    # a pinned count gives the same weights, bitwise, under the same key whatever the ambient count
+    # one and two threads may give different weights (whether they do on these small sums depends on the CPU and
+    # its BLAS: they did on the AVX-512 machine of docs/reproducibility.md, they do not on every machine), so they
+    # must not share a cache key; a pinned count gives the same weights, bitwise, under the same key whatever the
+    # ambient count
     one, one_key = _fine_tuned_weights(tmp_path, "one", num_threads=None, ambient_threads=1)
-    two, two_key = _fine_tuned_weights(tmp_path, "two", num_threads=None, ambient_threads=2)
-    assert not torch.equal(one, two) and one_key != two_key
+    _, two_key = _fine_tuned_weights(tmp_path, "two", num_threads=None, ambient_threads=2)
+    assert one_key != two_key
     pinned, pinned_key = _fine_tuned_weights(tmp_path, "pinned", num_threads=1, ambient_threads=2)
     assert torch.equal(pinned, one) and pinned_key == one_key
 
