@@ -96,9 +96,10 @@ def test_compare_runs_an_arm_and_collects_its_table(tmp_path):
 
 
 RESULTS_DIR = Path(__file__).parents[1] / "docs" / "results"
+SUPERSEDED = sorted(p for p in (RESULTS_DIR / "superseded").glob("*") if p.is_dir())
 
 
-@pytest.mark.parametrize("committed", [RESULTS_DIR, *sorted(p for p in (RESULTS_DIR / "superseded").glob("*") if p.is_dir())],
+@pytest.mark.parametrize("committed", [RESULTS_DIR, *SUPERSEDED],
                          ids=lambda p: str(p.relative_to(RESULTS_DIR)) if p != RESULTS_DIR else "current")
 def test_committed_results_are_what_the_report_builds_from_the_committed_runs(tmp_path, committed):
     """The acceptance check of the comparison: docs/results/summary.{csv,md} (and those of every superseded
