@@ -218,7 +218,7 @@ def test_recomputed_old_log_probs_make_the_first_bf16_update_ratio_exactly_one(m
     # without the recompute the sampler's KV-cached bf16 log-probs are off (what the switch fixes)
     d_sampled, module = _first_update_log_ratio(make_cfg, torch.bfloat16, "algo.recompute_old_logprobs=false")
     assert not module.recomputes_old_log_probs()
-    assert d_sampled > 1e-3
+    assert d_sampled > 1e-4  # measured: above 1e-3 on one CPU, 9.8e-4 on another; exact 0 with the recompute
 
 
 def test_fp32_policy_keeps_the_sampled_log_probs_by_default(make_cfg):
