@@ -73,6 +73,10 @@ def train(cfg: DictConfig) -> Tuple[Dict[str, Any], Dict[str, Any]]:
                                       str(Path(cfg.paths.log_dir) / cfg.task_name / "runs"))
         trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
     train_metrics = dict(trainer.callback_metrics)
+    if initial_metrics and trainer.current_epoch == 0:
+        # `trainer.max_epochs=0` (evaluate the warm start alone): the final policy is the initial one, so its
+        # metrics are the final ones too (a sweeper's optimized_metric, val/success, exists either way)
+        train_metrics = {k[: -len("_initial")]: v for k, v in initial_metrics.items()}
 
     test_metrics: Dict[str, Any] = {}
     if cfg.get("test"):

@@ -139,6 +139,15 @@ def test_last_ckpt_is_the_last_epoch_even_when_validation_never_improves(make_cf
     assert prop1 and all(math.isfinite(float(v)) for r in prop1 for v in r.values())
 
 
+def test_zero_epochs_reports_the_warm_start_as_the_final_policy(make_cfg):
+    # `trainer.max_epochs=0` evaluates the warm start alone; the run's metric (optimized_metric) must
+    # still exist, and it is the initial validation's, since no update ran
+    metrics, objects = train(make_cfg("trainer.max_epochs=0"))
+    assert objects["trainer"].global_step == 0
+    assert float(metrics["val/success"]) == float(metrics["val/success_initial"])
+    assert metrics.keys() >= {"val/success", "val/invalid_action_rate", "val/invalid_action_rate_initial"}
+
+
 def test_evaluating_the_best_checkpoint_keeps_the_initial_row(make_cfg, tmp_path):
     # `test: true` validates the best checkpoint after training: that pass is not a point of the learning
     # curve, and must not replace row 0 (the warm-started policy before any update)
