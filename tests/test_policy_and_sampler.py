@@ -218,3 +218,19 @@ def test_numerics_signature_names_versions_blas_instruction_set_and_threads():
     assert set(signature) == {"torch", "transformers", "tokenizers", "blas", "cpu_capability", "threads"}
     assert signature["torch"] == torch.__version__ and signature["threads"] == str(torch.get_num_threads())
     assert signature["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+
+
+def test_sampled_validation_replays_its_random_stream_and_differs_from_greedy(make_cfg_module, policy):
+    # task.val_temperature samples the held-out episodes (verl-agent's 0.4) with draws fixed by (seed, first
+    # task index): two validations of the same policy play the same episodes, greedy ones play others
+    def responses(*overrides):
+        datamodule = hydra.utils.instantiate(make_cfg_module("task=alfworld", "task.val_batch_size=4",
+                                                             "task.env.max_steps=3", *overrides).task)
+        datamodule.setup()
+        result = datamodule.play_validation(policy, [0, 1, 2, 3])
+        return [s.response_text for s in result.steps]
+
+    sampled = responses("task.val_temperature=0.4")
+    assert sampled == responses("task.val_temperature=0.4")
+    assert sampled != responses("task.val_temperature=0.4", "seed=5")
+    assert sampled != responses()

@@ -110,6 +110,10 @@ class RolloutDataModule(LightningDataModule):
         val_episodes: held-out tasks played greedily at each validation (global).
         val_batch_size: episodes played together in one validation batch.
         val_split: split the validation tasks come from.
+        val_temperature: null (default) plays validation greedily; a number samples at that temperature
+            instead (verl-agent validates ALFWorld and WebShop at 0.4: greedy decoding locks a weak agent into
+            repeating one failed command to the step cap). The draws are a function of (seed, task index
+            of the batch's first episode) alone, so every validation of a run replays the same random stream.
         seed: base seed of task draws (mixed with the epoch and the rank).
         expert_guidance: members of every training group played by the environment's expert instead
             of the policy (off-policy guidance, as LUFFY mixes demonstrations into GRPO groups): a group
@@ -134,6 +138,7 @@ class RolloutDataModule(LightningDataModule):
         val_episodes: int = 100,
         val_batch_size: int = 50,
         val_split: str = "val",
+        val_temperature: Optional[float] = None,
         seed: int = 0,
         expert_guidance: int = 0,
         env_step_timeout_s: Optional[float] = 60.0,
@@ -144,6 +149,8 @@ class RolloutDataModule(LightningDataModule):
                            ("val_episodes", val_episodes), ("val_batch_size", val_batch_size)):
             require_number(f"task.{key}", value, integer=True, low=1)
         require_number("task.seed", seed, integer=True)
+        if val_temperature is not None:
+            require_number("task.val_temperature", val_temperature, low=0.0, low_open=True)
         require_number("task.expert_guidance", expert_guidance, integer=True, low=0)
         require_number("task.max_env_error_fraction", max_env_error_fraction, low=0.0, high=1.0)
         if env_step_timeout_s is not None:
@@ -399,14 +406,21 @@ class RolloutDataModule(LightningDataModule):
                           collate_fn=list, num_workers=0)
 
     def play_validation(self, policy: Policy, task_indices: Sequence[int]) -> RolloutResult:
-        """Greedy episodes on the given held-out tasks (one episode each)."""
+        """One episode on each of the given held-out tasks: greedy, or sampled at ``val_temperature``."""
         envs = self.val_envs[: len(task_indices)]
         resets = [{"options": {"index": int(i)}} for i in task_indices]
-        result = self.sampler.play(policy, envs, resets, list(range(len(envs))), greedy=True, guard=self.guard)
+        temperature = self.hparams.val_temperature
+        generator = None
+        if temperature is not None:
+            device = next(policy.model.parameters()).device
+            key = random.Random(f"validate/{self.hparams.seed}/{int(task_indices[0])}").getrandbits(63)
+            generator = torch.Generator(device=device).manual_seed(key)
+        result = self.sampler.play(policy, envs, resets, list(range(len(envs))), greedy=temperature is None,
+                                   temperature=temperature, generator=generator, guard=self.guard)
         self._handle_env_errors(result, "val")
         if not self.sampler.backend.scores_tokens:
             # the step entropies in the validation metrics and the recorded episodes: the trainer's forward pass
-            rescore_steps(policy.model, result.steps, policy.tokenizer.pad_token_id, self.sampler.temperature,
+            rescore_steps(policy.model, result.steps, policy.tokenizer.pad_token_id, temperature or self.sampler.temperature,
                           batch_size=self.hparams.val_batch_size)
         return result
 

@@ -172,6 +172,7 @@ class MultiTurnSampler:
         group_ids: Sequence[int],
         *,
         greedy: bool = False,
+        temperature: Optional[float] = None,
         generator: Optional[torch.Generator] = None,
         expert: Optional[Sequence[bool]] = None,
         guard: Optional[EnvGuard] = None,
@@ -179,6 +180,9 @@ class MultiTurnSampler:
     ) -> RolloutResult:
         """Play one episode in each env. ``resets[i]`` are the kwargs of ``envs[i].reset`` (seed /
         options: give group members identical resets); episodes run until every one has ended.
+
+        ``temperature``: sample at this temperature instead of ``self.temperature`` (validation's own; the
+        recorded log-probs and entropies are then taken at it too).
 
         ``expert[i]``: env i is played by its expert (``env.expert_response()``) instead of the policy.
         Its steps carry the expert's response tokens (and the end-of-turn token) with *empty*
@@ -198,6 +202,7 @@ class MultiTurnSampler:
         expert = [bool(x) for x in expert] if expert is not None else [False] * len(envs)
         if len(expert) != len(envs):
             raise ValueError(f"expert ({len(expert)}) and envs ({len(envs)}) differ")
+        temperature = self.temperature if temperature is None else float(temperature)
         start = time.perf_counter()
         tokenizer = policy.tokenizer
         was_training = policy.model.training
@@ -249,7 +254,7 @@ class MultiTurnSampler:
                 sampled = [j for j, i in enumerate(idx) if not expert[i]]
                 gen_start = time.perf_counter()
                 generated = self.backend.generate(policy, [prompt_ids[j] for j in sampled], self.max_new_tokens,
-                                                  self.temperature, greedy=greedy, generator=generator)
+                                                  temperature, greedy=greedy, generator=generator)
                 result.generation_seconds += time.perf_counter() - gen_start
                 responses: List[List[int]] = [[] for _ in idx]
                 log_probs: List[List[float]] = [[] for _ in idx]
