@@ -2,7 +2,7 @@
 import pytest
 
 import envs
-from src.rollout.expert import expert_demonstrations, noisy_response
+from src.rollout.expert import expert_demonstrations, miscounted, noisy_response
 from src.rollout.prompts import PromptBuilder
 
 
@@ -45,5 +45,15 @@ def test_noisy_response_choices_and_bad_noise():
     seen = {noisy_response(rng, ["look", "inventory"], "prev") for _ in range(50)}
     assert seen == {"prev", "<think>try something else</think><action>look</action>",
                     "<think>try something else</think><action>inventory</action>"}
+    expert = "<think>no mug on countertop 3; next: countertop 4</think><action>go to countertop 3</action>"
+    seen = {noisy_response(rng, None, "prev", expert) for _ in range(50)}
+    assert seen == {"prev", "<think>no mug on countertop 3; next: countertop 4</think><action>go to countertop 4</action>"}
     with pytest.raises(ValueError, match="noise"):
         _demos(1.0, n=1)
+
+
+def test_miscounted_raises_the_last_number_of_the_action_only():
+    assert miscounted("<think>take mug 1</think><action>take mug 1 from cabinet 12</action>") == \
+        "<think>take mug 1</think><action>take mug 1 from cabinet 13</action>"
+    assert miscounted("<think>3 left</think><action>look</action>") is None
+    assert miscounted("no tags 3") is None

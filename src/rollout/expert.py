@@ -2,24 +2,47 @@
 from __future__ import annotations
 
 import random
+import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from envs.base import TextEnv
 from src.rollout.prompts import PromptBuilder
 
 
-def noisy_response(rng: random.Random, admissible: Optional[Sequence[str]], previous: Optional[str]) -> Optional[str]:
-    """A plausible mistake to execute instead of the expert's response: repeating the previous response
-    (what a greedy policy that failed once does) or, where the task lists its admissible actions, a
-    random one of them; None when neither exists (the first step of a task without an action list)."""
-    choices = ["repeat"] if previous is not None else []
+_LAST_NUMBER = re.compile(r"(\d+)(?!.*\d)", re.S)
+
+
+def miscounted(response: str) -> Optional[str]:
+    """The response with the last number of its action raised by one (``go to countertop 3`` ->
+    ``go to countertop 4``): the mistake of a policy that copied the expert's way of counting through a
+    room's receptacles but not where the count ends. None when the action names no number."""
+    start, end = response.rfind("<action>"), response.rfind("</action>")
+    if start < 0 or end < start:
+        return None
+    action = response[start + len("<action>"):end]
+    if not _LAST_NUMBER.search(action):
+        return None
+    bumped = _LAST_NUMBER.sub(lambda m: str(int(m.group(1)) + 1), action, count=1)
+    return f"{response[:start]}<action>{bumped}</action>{response[end + len('</action>'):]}"
+
+
+def noisy_response(rng: random.Random, admissible: Optional[Sequence[str]], previous: Optional[str],
+                   expert: str = "") -> Optional[str]:
+    """A plausible mistake to execute instead of the expert's response ``expert``: repeating the previous
+    response (what a greedy policy that failed once does), the expert's own command miscounted
+    (:func:`miscounted`) or, where the task lists its admissible actions, a random one of them; None when
+    none exists (the first step of a task without an action list or numbers)."""
+    choices = {}
+    if previous is not None:
+        choices["repeat"] = previous
+    wrong_number = miscounted(expert)
+    if wrong_number is not None:
+        choices["miscount"] = wrong_number
     if admissible:
-        choices.append("random")
+        choices["random"] = f"<think>try something else</think><action>{rng.choice(list(admissible))}</action>"
     if not choices:
         return None
-    if rng.choice(choices) == "repeat":
-        return previous
-    return f"<think>try something else</think><action>{rng.choice(list(admissible))}</action>"
+    return choices[rng.choice(sorted(choices))]
 
 
 def expert_demonstrations(
@@ -53,7 +76,7 @@ def expert_demonstrations(
             pairs.append((prompt_builder.render(tokenizer, instruction, obs, history, admissible), response))
             executed = response
             if noise and rng.random() < noise:
-                executed = noisy_response(rng, admissible, previous) or response
+                executed = noisy_response(rng, admissible, previous, response) or response
             next_obs, _, terminated, truncated, step_info = env.step(executed)
             history.append((obs, step_info.get("action", "")))
             obs, admissible, previous = next_obs, step_info.get("admissible_actions", admissible), executed
