@@ -233,4 +233,4 @@ def test_sampled_validation_replays_its_random_stream_and_differs_from_greedy(ma
     sampled = responses("task.val_temperature=0.4")
     assert sampled == responses("task.val_temperature=0.4")
     assert sampled != responses("task.val_temperature=0.4", "seed=5")
-    assert sampled != responses()
+    assert sampled != responses("task.val_temperature=null")

@@ -613,7 +613,7 @@ def test_goal_phrasing_matches_templates():
 # ---------------------------------------------------------------------- registry, config, corpus, report
 def test_registry_config_and_tokenizer_corpus():
     assert "alfworld" in envs.list_envs()
-    cfg = yaml.safe_load((Path(__file__).parents[2] / "configs" / "task" / "alfworld.yaml").read_text())
+    cfg = yaml.safe_load((Path(__file__).parents[2] / "configs" / "task" / "alfworld.yaml").read_text())["task"]
     assert cfg["env_name"] == "alfworld" and cfg["val_split"] == "valid_seen"
     assert cfg["sampler"]["prompt_builder"]["history_length"] == 2
     assert cfg["env"]["expert"] == "explore"
