@@ -107,7 +107,7 @@ class RolloutDataModule(LightningDataModule):
         group_size: episodes per task (G in GRPO); group members get identical resets.
         mini_batch_size: rows per optimisation step (per rank); the passes over each rollout's rows
             are ``algo.ppo_epochs``.
-        val_episodes: held-out tasks played greedily at each validation (global).
+        val_episodes: held-out tasks played at each validation (global).
         val_batch_size: episodes played together in one validation batch.
         val_split: split the validation tasks come from.
         val_temperature: null (default) plays validation greedily; a number samples at that temperature
