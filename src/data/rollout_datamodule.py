@@ -96,6 +96,13 @@ class LengthGroupedBatches(Sampler[List[int]]):
         return per_pass * self.passes
 
 
+def _seeded_generator(policy: Optional[Policy], name: str) -> torch.Generator:
+    """A random stream that is a function of ``name`` alone, on the device the sampler draws on (a CUDA
+    generator for a model on a GPU)."""
+    device = next(policy.model.parameters()).device if policy is not None else torch.device("cpu")
+    return torch.Generator(device=device).manual_seed(random.Random(name).getrandbits(63))
+
+
 class RolloutDataModule(LightningDataModule):
     """Plays a registered text environment with the LightningModule's current policy.
 
@@ -302,10 +309,7 @@ class RolloutDataModule(LightningDataModule):
         """The random stream of one training rollout, a function of (seed, epoch, rank, attempt) alone: what
         an epoch samples does not depend on what ran before it in the process, so a run resumed from a
         checkpoint samples exactly what the interrupted run did."""
-        # the generator must live where the sampler draws (a CUDA generator for a model on a GPU)
-        device = next(policy.model.parameters()).device if policy is not None else torch.device("cpu")
-        key = random.Random(f"sample/{self.hparams.seed}/{epoch}/{self._rank}/{attempt}").getrandbits(63)
-        return torch.Generator(device=device).manual_seed(key)
+        return _seeded_generator(policy, f"sample/{self.hparams.seed}/{epoch}/{self._rank}/{attempt}")
 
     def expert_members(self, num_envs: int) -> List[bool]:
         """Which of the ``num_envs`` training envs (groups of ``group_size`` consecutive members) the
@@ -412,9 +416,7 @@ class RolloutDataModule(LightningDataModule):
         temperature = self.hparams.val_temperature
         generator = None
         if temperature is not None:
-            device = next(policy.model.parameters()).device
-            key = random.Random(f"validate/{self.hparams.seed}/{int(task_indices[0])}").getrandbits(63)
-            generator = torch.Generator(device=device).manual_seed(key)
+            generator = _seeded_generator(policy, f"validate/{self.hparams.seed}/{int(task_indices[0])}")
         result = self.sampler.play(policy, envs, resets, list(range(len(envs))), greedy=temperature is None,
                                    temperature=temperature, generator=generator, guard=self.guard)
         self._handle_env_errors(result, "val")
