@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import random
-from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 StepResult = Tuple[str, float, bool, bool, Dict[str, Any]]
 
@@ -72,6 +72,13 @@ class TextEnv(abc.ABC):
     def tokenizer_corpus(cls, **cfg: Any) -> Iterable[str]:
         """Texts of this task (documents, questions, prompts, expert responses) for training the
         tiny local tokenizer. Default: nothing task-specific."""
+        return ()
+
+    @classmethod
+    def tokenizer_atoms(cls, **cfg: Any) -> Sequence[str]:
+        """Names the tiny tokenizer may keep whole, one token each (``model.policy.atom_tokens``): strings
+        the agent must copy exactly that BPE would cut into pieces of no meaning (WebShop's product ids).
+        Lowercase. Default: none."""
         return ()
 
     @classmethod

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import random
 import re
-from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 from envs.base import StepResult, TextEnv
 from envs.registry import register_env
@@ -290,6 +290,14 @@ class WebShopEnv(TextEnv):
                     yield ", ".join(step_info["admissible_actions"])
                     if terminated or truncated:
                         break
+
+    @classmethod
+    def tokenizer_atoms(cls, **cfg: Any) -> Sequence[str]:
+        """The catalogue's product ids, lowercase as the clicks write them (``click[b0x6dawnjr]``): byte-level
+        BPE cuts a random 10-character id into ~8 one-character pieces, so copying one off the page is an
+        8-token copy among ten ids that share the ``b0`` prefix (docs/tuning.md, WebShop runs 2-3)."""
+        shop = get_shop(**{k: v for k, v in cfg.items() if k in _CORPUS_KEYS and k != "expert"})
+        return sorted(p["asin"].lower() for p in shop.products)
 
     @classmethod
     def report(cls, metrics: Mapping[str, float]) -> str:

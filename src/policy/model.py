@@ -52,12 +52,27 @@ def tokenizer_training_text(task: str, task_kwargs: Optional[Dict[str, Any]] = N
     yield from env_class(task).tokenizer_corpus(**(task_kwargs or {}))
 
 
-def train_tiny_tokenizer(texts: Iterable[str], vocab_size: int, extra_tokens: Sequence[str] = ()):
-    """Byte-level BPE trained with the `tokenizers` library, wrapped as a PreTrainedTokenizerFast."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def tokenizer_atoms(task: str, task_kwargs: Optional[Dict[str, Any]] = None) -> List[str]:
+    """The names the task's tokenizer may keep whole (:meth:`envs.base.TextEnv.tokenizer_atoms`)."""
+    from envs import env_class
+
+    return list(env_class(task).tokenizer_atoms(**(task_kwargs or {})))
+
+
+def train_tiny_tokenizer(texts: Iterable[str], vocab_size: int, extra_tokens: Sequence[str] = (),
+                         lowercase: bool = False, atoms: Sequence[str] = ()):
+    """Byte-level BPE trained with the `tokenizers` library, wrapped as a PreTrainedTokenizerFast.
+
+    ``lowercase``: an uncased tokenizer (its normalizer lowercases every text before it is split, as
+    BERT-uncased's does), so the model reads ``B0X6DAWNJR`` on a page as the ``b0x6dawnjr`` it must write.
+    ``atoms``: strings added as one token each, after the BPE vocabulary (lowercase when ``lowercase``).
+    """
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
+    if lowercase:
+        tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
@@ -76,6 +91,8 @@ def train_tiny_tokenizer(texts: Iterable[str], vocab_size: int, extra_tokens: Se
     )
     # Protocol tags become single tokens: short sequences, and a tag is never split mid-way.
     fast.add_tokens(list(extra_tokens))
+    # normalized=True: an atom is matched in the normalized (lowercased) text, wherever it stands
+    fast.add_tokens([AddedToken(a, normalized=True, single_word=False) for a in atoms])
     fast.chat_template = CHAT_TEMPLATE
     return fast
 
@@ -97,6 +114,8 @@ def build_tiny_policy(
     gradient_checkpointing: bool = False,
     autocast: Optional[str] = None,
     copy_pretrain: Optional[Dict[str, Any]] = None,
+    lowercase: bool = False,
+    atom_tokens: bool = False,
 ) -> Policy:
     """Build (or load from ``cache_dir``) a small Qwen2 causal LM and its locally trained tokenizer.
 
@@ -113,6 +132,9 @@ def build_tiny_policy(
     the initialisation, that many steps of copy pre-training on the tokenizer's text
     (:mod:`src.policy.pretrain`), cached with the build; its arithmetic depends on the thread count and the
     CPU like the warm start's, so the fingerprint then holds them too.
+
+    ``lowercase`` and ``atom_tokens`` (the task's :meth:`~envs.base.TextEnv.tokenizer_atoms` as one token
+    each): see :func:`train_tiny_tokenizer`; WebShop's task config turns both on (docs/tuning.md, WebShop run 3).
     """
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -126,6 +148,9 @@ def build_tiny_policy(
         max_position_embeddings=max_position_embeddings, extra_tokens=list(extra_tokens), seed=seed,
         libraries=library_versions(),
     )
+    atoms = tokenizer_atoms(task, task_kwargs) if atom_tokens else []
+    if lowercase or atoms:  # only then, so that the builds made before these switches keep their keys
+        spec.update(lowercase=bool(lowercase), atoms_digest=digest(atoms))
     pretrain = dict(copy_pretrain or {})
     pretraining = int(pretrain.get("steps", 0)) > 0
     if pretraining:
@@ -138,7 +163,7 @@ def build_tiny_policy(
         return load_hf_policy(str(path), fingerprint=fingerprint, **switches)
 
     log.info(f"Building tiny policy {fingerprint} (tokenizer trained on the text of task {task!r})")
-    tokenizer = train_tiny_tokenizer(texts, vocab_size, extra_tokens)
+    tokenizer = train_tiny_tokenizer(texts, vocab_size, extra_tokens, lowercase=lowercase, atoms=atoms)
     config = Qwen2Config(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,

@@ -534,7 +534,7 @@ def test_random_walks_never_raise(moves, rule):
 def _task_config():
     from omegaconf import OmegaConf
 
-    return OmegaConf.load(os.path.join(os.path.dirname(__file__), "..", "..", "configs", "task", "webshop.yaml"))
+    return OmegaConf.load(os.path.join(os.path.dirname(__file__), "..", "..", "configs", "task", "webshop.yaml")).task
 
 
 def test_prompt_cut_keeps_every_product_id_and_option():
@@ -761,3 +761,36 @@ def test_noun_parser_errors_name_what_to_install():
     except ImportError:
         with pytest.raises(ImportError, match=r"pip install -e \".\[webshop\]\""):
             reward.name_nouns("Bose Speaker", "spacy")
+
+
+def test_tiny_tokenizer_reads_a_product_id_on_the_page_as_the_click_that_needs_it():
+    """The WebShop task config's tokenizer (uncased, the catalogue's ids as atoms): the id a results page shows in
+    capitals and the id its click writes are one and the same token, for every product of a results page;
+    an expert response decodes back to itself. A cased BPE without atoms cuts the id into several pieces."""
+    from omegaconf import OmegaConf
+
+    from src.policy.model import tokenizer_atoms, tokenizer_training_text, train_tiny_tokenizer
+
+    switches = OmegaConf.load(os.path.join(os.path.dirname(__file__), "..", "..", "configs", "task",
+                                           "webshop.yaml")).task_tokenizer
+    assert switches.lowercase and switches.atom_tokens
+    atoms = tokenizer_atoms("webshop")
+    assert len(atoms) == len(get_shop().products) and all(a == a.lower() and len(a) == 10 for a in atoms)
+    texts = list(tokenizer_training_text("webshop"))
+    uncased = train_tiny_tokenizer(texts, 4096, ["<think>", "</think>", "<action>", "</action>"], lowercase=True,
+                                   atoms=atoms)
+    cased = train_tiny_tokenizer(texts, 4096, ["<think>", "</think>", "<action>", "</action>"])
+    env = WebShopEnv(split="test")
+    env.reset(options={"index": 3})
+    obs, _, _, _, info = env.step(env.expert_response())
+    products = env.browser.page_products()
+    assert products
+    for p in products:
+        (shown,) = uncased(f"'{p['asin']}'", add_special_tokens=False)["input_ids"][1:-1]
+        click = uncased(f"click[{p['asin'].lower()}]", add_special_tokens=False)["input_ids"]
+        assert shown in click and f"click[{p['asin'].lower()}]" in info["admissible_actions"]
+        assert len(cased(p["asin"].lower(), add_special_tokens=False)["input_ids"]) > 3
+    response = env.expert_response()
+    assert "click[b" in response
+    assert uncased.decode(uncased(response, add_special_tokens=False)["input_ids"]) == response
+    assert "B0" in obs and uncased.decode(uncased(obs, add_special_tokens=False)["input_ids"]) == obs.lower()
