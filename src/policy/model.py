@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase,
+                          PreTrainedTokenizerFast)
 
 from src.policy.lora import apply_lora, lora_settings
 from src.utils.determinism import library_versions, numerics_signature, pinned_threads
@@ -68,7 +69,6 @@ def train_tiny_tokenizer(texts: Iterable[str], vocab_size: int, extra_tokens: Se
     ``atoms``: strings added as one token each, after the BPE vocabulary (lowercase when ``lowercase``).
     """
     from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     if lowercase:
@@ -158,7 +158,12 @@ def build_tiny_policy(
             spec.update(copy_pretrain=pretrain, copy_recipe=3, numerics=numerics_signature())
     fingerprint = "tiny-" + digest(spec)
     path = Path(cache_dir) / fingerprint
-    switches = dict(lora=lora, gradient_checkpointing=gradient_checkpointing, autocast=autocast)
+    # An uncased build must read text with its own Lowercase normalizer, so it loads its tokenizer as saved. The
+    # cased builds load through AutoTokenizer as they always have (Qwen2's pre-tokenizer at use, the BPE's own during
+    # copy pre-training, docs/reproducibility.md): loading them as saved too would change every committed Deep
+    # Search and ALFWorld number
+    switches = dict(lora=lora, gradient_checkpointing=gradient_checkpointing, autocast=autocast,
+                    tokenizer_as_saved=bool(lowercase or atoms))
     if (path / "config.json").exists():
         return load_hf_policy(str(path), fingerprint=fingerprint, **switches)
 
@@ -291,8 +296,13 @@ def load_hf_policy(
     lora: Optional[Dict[str, Any]] = None,
     gradient_checkpointing: bool = False,
     autocast: Optional[str] = None,
+    tokenizer_as_saved: bool = False,
 ) -> Policy:
     """Load a causal LM (e.g. ``Qwen/Qwen2.5-1.5B-Instruct`` or a local directory) and its tokenizer.
+
+    ``tokenizer_as_saved``: load ``tokenizer.json`` exactly as saved. Otherwise ``AutoTokenizer`` picks the class
+    from the model type, and for a Qwen2 model (the tiny builds are Qwen2) transformers 5's ``Qwen2Tokenizer``
+    replaces the saved normalizer with NFC and the pre-tokenizer with Qwen2's regex (one token per digit).
 
     ``chat_template``: for a tokenizer that has none (a base model): ``"chatml"`` (the bundled ChatML
     template, ``<|im_start|>`` turns) or a Jinja template string. A tokenizer without a template and
@@ -303,7 +313,10 @@ def load_hf_policy(
     if dtype not in DTYPES:
         raise ValueError(f"model.policy.dtype={dtype!r} is not allowed; allowed values: {', '.join(DTYPES)}")
     check_autocast(autocast)  # before the weights load
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    if tokenizer_as_saved:
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(name_or_path)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if chat_template is not None:

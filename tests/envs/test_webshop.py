@@ -794,3 +794,19 @@ def test_tiny_tokenizer_reads_a_product_id_on_the_page_as_the_click_that_needs_i
     assert "click[b" in response
     assert uncased.decode(uncased(response, add_special_tokens=False)["input_ids"]) == response
     assert "B0" in obs and uncased.decode(uncased(obs, add_special_tokens=False)["input_ids"]) == obs.lower()
+
+
+def test_uncased_tiny_build_reads_text_with_its_own_tokenizer_after_loading(tmp_path):
+    """A built (and then cached) uncased tiny policy tokenizes as its tokenizer was trained: transformers'
+    AutoTokenizer would load it as a Qwen2Tokenizer, NFC and Qwen2's regex in place of Lowercase, and
+    'B0X6DAWNJR' would come back as ten one-character pieces."""
+    from src.policy.model import build_tiny_policy
+
+    kwargs = dict(task="webshop", vocab_size=600, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                  num_attention_heads=2, num_key_value_heads=1, lowercase=True, atom_tokens=True)
+    for built in (build_tiny_policy(str(tmp_path), **kwargs), build_tiny_policy(str(tmp_path), **kwargs)):  # build, load
+        tok = built.tokenizer
+        assert tok("'B0X6DAWNJR'", add_special_tokens=False)["input_ids"][1:-1] == \
+            tok("b0x6dawnjr", add_special_tokens=False)["input_ids"]
+        assert tok.decode(tok("Velium Usb", add_special_tokens=False)["input_ids"]) == "velium usb"
+    assert len(list(tmp_path.iterdir())) == 1
