@@ -81,7 +81,9 @@ def test_episode_files_follow_the_schema(recorded):
                        *step["token_log_probs"]]
             assert all(isinstance(x, float) and math.isfinite(x) for x in numbers)
             assert step["entropy"] == pytest.approx(sum(step["token_entropies"]) / n)
-            assert step["anchor_obs"].strip()[:40] in step["observation"]  # the prompt holds the observation
+            # the prompt holds the observation; WebShop's tiny tokenizer is uncased, so the prompt as
+            # the model read it is lowercase
+            assert step["anchor_obs"].strip()[:40].lower() in step["observation"].lower()
             advantages = [step[k] for k in ADVANTAGE_KEYS]
             if episode["split"] == "val":
                 assert advantages == [None] * 4
