@@ -106,6 +106,39 @@ def test_resume_from_last_checkpoint(make_cfg, tmp_path):
     assert state["epoch"] > first_state["epoch"] and state["global_step"] > first_state["global_step"]
 
 
+def test_extending_a_finished_run_replays_no_epoch(make_cfg, tmp_path, artifact_dir, monkeypatch):
+    """A finished run resumed with a larger max_epochs goes on from its last state. Its last.ckpt was
+    written at the last epoch's validation, and Lightning asks for that epoch's data again: a fresh
+    rollout there would cost minutes, and one with more mini-batches than the epoch had got trained
+    (ALFWorld, docs/tuning.md run 12: one update more than the run left alone)."""
+    from conftest import FAST_OVERRIDES, compose_cfg
+    from src.data.rollout_datamodule import RolloutDataModule
+
+    played = []
+    collect = RolloutDataModule.collect_rollout
+
+    def counted(self, policy, epoch, *args, **kwargs):
+        played.append(epoch)
+        return collect(self, policy, epoch, *args, **kwargs)
+
+    monkeypatch.setattr(RolloutDataModule, "collect_rollout", counted)
+    # validated every 2nd epoch (ALFWorld's and WebShop's setting), so last.ckpt is written at validation
+    settings = ("algo.filter_groups=false", "trainer.accumulate_grad_batches=2", "trainer.check_val_every_n_epoch=2")
+    reference = compose_cfg("train.yaml", [*FAST_OVERRIDES, *settings, "trainer.max_epochs=4"],
+                            tmp_path / "reference", artifact_dir)
+    train(reference)
+    assert played == [0, 1, 2, 3]
+    played.clear()
+    train(make_cfg(*settings, "trainer.max_epochs=2"))
+    train(make_cfg(*settings, "trainer.max_epochs=4", "ckpt_path=last"))
+    assert played == [0, 1, 2, 3]  # the resumed process plays epochs 2 and 3 only
+    ref = torch.load(tmp_path / "reference" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    end = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert end["global_step"] == ref["global_step"] > 0
+    for name, tensor in ref["state_dict"].items():
+        assert torch.equal(end["state_dict"][name], tensor), name
+
+
 def test_training_without_a_logger_drops_the_learning_rate_monitor(make_cfg):
     cfg = make_cfg("logger=[]")
     assert "learning_rate_monitor" in cfg.callbacks  # the default callbacks include it

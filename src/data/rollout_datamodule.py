@@ -320,10 +320,7 @@ class RolloutDataModule(LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         module = self.trainer.lightning_module
         epoch = self.trainer.current_epoch
-        if self.trainer.fit_loop.epoch_progress.current.processed > epoch:
-            # Resuming from a checkpoint written at the end of an epoch, Lightning asks for the data once
-            # before it advances its epoch counter, then again for the epoch it trains: a rollout here
-            # would be played for nothing (minutes on ALFWorld).
+        if self._epoch_already_trained():
             return self._loader([self._placeholder_row(module.policy)], 1, epoch, module)
         algo = module.algo
         rollout, metrics = self.collect_rollout(module.policy, epoch, bool(algo.get("filter_groups", False)),
@@ -352,6 +349,19 @@ class RolloutDataModule(LightningDataModule):
             # still happen; the module skips the update of a batch without signal.
             rows = [self._placeholder_row(module.policy)]
         return self._loader(rows, passes, epoch, module)
+
+    def _epoch_already_trained(self) -> bool:
+        """Whether Lightning asks for the data of an epoch whose updates the restored checkpoint already
+        holds: resuming from a checkpoint written at an epoch's end, in ``on_train_epoch_end`` (the epoch
+        counter not yet advanced) or at its end-of-epoch validation (the epoch started, its last batch
+        done). A rollout there would be played for nothing (minutes on ALFWorld) and, being a new one,
+        could hold more mini-batches than the epoch had: Lightning trains those, an update the
+        uninterrupted run never made."""
+        fit_loop = self.trainer.fit_loop
+        epochs = fit_loop.epoch_progress.current
+        if epochs.processed > self.trainer.current_epoch:
+            return True
+        return epochs.started > epochs.processed and fit_loop.epoch_loop.batch_progress.is_last_batch
 
     def _loader(self, rows: List[Dict[str, Any]], passes: int, epoch: int, module: Any) -> DataLoader:
         lengths = [len(r["prompt_ids"]) + len(r["response_ids"]) for r in rows]
