@@ -42,7 +42,7 @@ COMMON = {
     "algo.recompute_old_logprobs": True, "model.policy._target_": "src.policy.model.load_hf_policy",
     "model.policy.dtype": "float32", "model.policy.autocast": "bf16", "trainer.precision": "bf16-mixed",
     "trainer.accelerator": "gpu", "trainer.strategy": "ddp", "trainer.accumulate_grad_batches": 4,
-    "rollout.backend": "vllm",
+    "rollout.backend": "vllm", "task.expert_guidance": 0,
 }
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the stop on a machine without a CUDA GPU")
 

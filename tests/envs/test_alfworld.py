@@ -614,11 +614,12 @@ def test_goal_phrasing_matches_templates():
 def test_registry_config_and_tokenizer_corpus():
     assert "alfworld" in envs.list_envs()
     cfg = yaml.safe_load((Path(__file__).parents[2] / "configs" / "task" / "alfworld.yaml").read_text())["task"]
-    assert cfg["env_name"] == "alfworld" and cfg["val_split"] == "valid_seen"
+    assert cfg["env_name"] == "alfworld" and cfg["val_split"] == "valid_unseen"  # held out: issue 13's metric
     assert cfg["sampler"]["prompt_builder"]["history_length"] == 2
     assert cfg["env"]["expert"] == "explore"
     e = envs.make_env("alfworld", split="valid_unseen", seed=1, **cfg["env"])
     assert isinstance(e, AlfWorldEnv) and e.max_steps == 50 and e.num_tasks() == 134 and e.expert == "explore"
+    assert cfg["val_episodes"] == e.num_tasks()  # validation plays the whole split
     texts = list(AlfWorldEnv.tokenizer_corpus(**cfg["env"]))
     assert all(isinstance(t, str) for t in texts)
     joined = "\n".join(texts)
