@@ -9,6 +9,8 @@ import pytest
 import torch
 from lightning import Callback, Trainer
 
+from conftest import FAST_OVERRIDES, compose_cfg
+from src.data.rollout_datamodule import RolloutDataModule
 from src.train import train
 
 CONFIGS = Path(__file__).parents[1] / "configs"
@@ -111,9 +113,6 @@ def test_extending_a_finished_run_replays_no_epoch(make_cfg, tmp_path, artifact_
     written at the last epoch's validation, and Lightning asks for that epoch's data again: a fresh
     rollout there would cost minutes, and one with more mini-batches than the epoch had got trained
     (ALFWorld, docs/tuning.md run 12: one update more than the run left alone)."""
-    from conftest import FAST_OVERRIDES, compose_cfg
-    from src.data.rollout_datamodule import RolloutDataModule
-
     played = []
     collect = RolloutDataModule.collect_rollout
 
@@ -131,7 +130,7 @@ def test_extending_a_finished_run_replays_no_epoch(make_cfg, tmp_path, artifact_
     played.clear()
     train(make_cfg(*settings, "trainer.max_epochs=2"))
     train(make_cfg(*settings, "trainer.max_epochs=4", "ckpt_path=last"))
-    assert played == [0, 1, 2, 3]  # the resumed process plays epochs 2 and 3 only
+    assert played == [0, 1, 2, 3]  # 0-1 by the first process, 2-3 by the resumed one: epoch 1 not again
     ref = torch.load(tmp_path / "reference" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     end = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert end["global_step"] == ref["global_step"] > 0
