@@ -1,5 +1,6 @@
 """The EMPG comparison sweep: GRPO vs GRPO+EMPG on every task, DAPO vs DAPO+EMPG and EMPG's ablation on
-ALFWorld, seeds 1-3, each run on the CPU defaults with the same warm start per seed.
+ALFWorld, GiGPO vs GiGPO+EMPG on ALFWorld and WebShop, seeds 1-3, each run on the CPU defaults with the same
+warm start per seed.
 
     python scripts/compare.py                      # everything not yet done
     python scripts/compare.py --tasks alfworld --labels grpo empg --seeds 1
@@ -44,6 +45,10 @@ def plan() -> List[Arm]:
     # the paper's ablation: self-calibrating scaling only (zeta = 0), future bonus only (k = 0: g = 1)
     arms += [Arm("alfworld", "empg_scale_only", ("algo=empg", "algo.empg.zeta=0")),
              Arm("alfworld", "empg_bonus_only", ("algo=empg", "algo.empg.k=0"))]
+    # GiGPO, the step-level estimator that learns on ALFWorld and WebShop where GRPO's episode-level advantage does
+    # not (docs/tuning.md), with and without EMPG; WebShop as verl-agent's WebShop script: mean_norm
+    arms += [Arm(t, label, (f"algo={label}", *(("algo.estimator.norm_by_std=false",) if t == "webshop" else ())))
+             for t in ("alfworld", "webshop") for label in ("gigpo", "gigpo_empg")]
     return arms
 
 
@@ -107,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", nargs="+", choices=TASKS, help="only these tasks")
     parser.add_argument("--labels", nargs="+", help="only these arms (grpo, empg, dapo, dapo_empg, "
-                        "empg_scale_only, empg_bonus_only)")
+                        "empg_scale_only, empg_bonus_only, gigpo, gigpo_empg)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--results-dir", type=Path, default=ROOT / "docs" / "results")
     parser.add_argument("--logs-dir", type=Path, default=ROOT / "logs" / "compare")

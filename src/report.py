@@ -24,7 +24,8 @@ RESULTS = ROOT / "docs" / "results"
 METRIC = "val/success"
 
 #: (treatment, base) pairs whose paired difference per seed the summary reports.
-PAIRS = (("empg", "grpo"), ("dapo_empg", "dapo"), ("empg_scale_only", "grpo"), ("empg_bonus_only", "grpo"))
+PAIRS = (("empg", "grpo"), ("dapo_empg", "dapo"), ("empg_scale_only", "grpo"), ("empg_bonus_only", "grpo"),
+         ("gigpo_empg", "gigpo"))
 #: Two-sided 95% Student-t quantiles t_{0.975, df}, df = 1..30 (standard tables); larger df use 1.96.
 T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,

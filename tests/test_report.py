@@ -70,6 +70,10 @@ def test_compare_plan_covers_the_issue_and_skips_done_runs(tmp_path, capsys):
     ablation = {a.label: a.overrides for a in compare.plan() if a.task == "alfworld"}
     assert ablation["empg_scale_only"] == ("algo=empg", "algo.empg.zeta=0")
     assert ablation["empg_bonus_only"] == ("algo=empg", "algo.empg.k=0")
+    steps = {(a.task, a.label): a.overrides for a in compare.plan() if a.label.startswith("gigpo")}
+    assert steps[("alfworld", "gigpo_empg")] == ("algo=gigpo_empg",)
+    assert steps[("webshop", "gigpo")] == ("algo=gigpo", "algo.estimator.norm_by_std=false")
+    assert len(steps) == 4
     _write_run(tmp_path, "alfworld", "grpo", 1, [0.1, 0.2])
     assert compare.main(["--tasks", "alfworld", "--labels", "grpo", "empg", "--seeds", "1", "--dry-run",
                          "--results-dir", str(tmp_path)]) == 0
