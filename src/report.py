@@ -72,10 +72,10 @@ def load_runs(results_dir: Path) -> List[Run]:
 
 
 def mean_std(values: Sequence[float]) -> Tuple[float, float]:
-    """Mean and sample standard deviation (n - 1; 0 for a single value)."""
+    """Mean and sample standard deviation (n - 1; nan for a single value, which has no spread to show)."""
     n = len(values)
     mean = sum(values) / n
-    var = sum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else 0.0
+    var = sum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else math.nan
     return mean, math.sqrt(var)
 
 

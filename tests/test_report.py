@@ -63,6 +63,12 @@ def test_report_builds_summary_and_plots_reproducibly(results):
     assert (results / "curves_alfworld.png").stat().st_size > 1000
 
 
+def test_a_single_seed_shows_no_spread(tmp_path):
+    _write_run(tmp_path, "webshop", "gigpo", 2, [0.02, 0.04])
+    build(tmp_path)
+    assert "| gigpo | 2 | 2.0 ± n/a | 4.0 ± n/a | 2.0 ± n/a | 4.0 | 100 |" in (tmp_path / "summary.md").read_text()
+
+
 def test_compare_plan_covers_the_issue_and_skips_done_runs(tmp_path, capsys):
     arms = {(a.task, a.label) for a in compare.plan()}
     assert {(t, x) for t in compare.TASKS for x in ("grpo", "empg")} <= arms
