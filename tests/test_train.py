@@ -42,6 +42,8 @@ def test_smoke_epoch_runs_whole_loop(make_cfg, tmp_path, task, algo, monkeypatch
     # agent itself fails), so every cell takes real updates: non-zero advantages, a loss, moved weights
     assert float(metrics["rollout/expert_episodes"]) == cfg.task.groups
     assert float(metrics["adv/base_std"]) > 0.0
+    # a group's members all start from the same reset, so at least their first steps share a state
+    assert 0.0 < float(metrics["rollout/shared_state_frac"]) <= 1.0
     assert "train/loss" in metrics and math.isfinite(float(metrics["train/loss"]))
     trainer = objects["trainer"]
     assert trainer.global_step > 0

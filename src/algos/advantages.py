@@ -42,6 +42,7 @@ __all__ = [
     "overlong_penalty",
     "reinforce_pp_advantages",
     "rloo_advantages",
+    "shared_state_fraction",
     "step_group_ids",
 ]
 
@@ -468,6 +469,21 @@ def step_group_ids(group_ids: Tensor, anchors: Tensor, mask: Tensor) -> Tensor:
     rank[torch.argsort(first)] = torch.arange(k, device=mask.device)  # sorted-key id -> first-appearance id
     out[mask] = rank[inverse]
     return out
+
+
+def shared_state_fraction(group_ids: Tensor, anchors: Tensor, mask: Tensor) -> float:
+    """The fraction of real steps whose step group (``step_group_ids``) holds at least one other step.
+
+    A step alone in its step group gets no step-level comparison from GiGPO (its step advantage is 0), so
+    this is how much of a batch GiGPO's second level reaches; 0.0 for a batch without real steps.
+    Shapes as ``step_group_ids``.
+    """
+    ids = step_group_ids(group_ids, anchors, mask)
+    real = ids[ids >= 0]
+    if real.numel() == 0:
+        return 0.0
+    sizes = torch.bincount(real)
+    return (sizes[real] > 1).double().mean().item()
 
 
 def gigpo_advantages(

@@ -15,7 +15,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import grad_norm
 from omegaconf import DictConfig, OmegaConf
 
-from src.algos.advantages import anchor_ids, overlong_penalty
+from src.algos.advantages import anchor_ids, overlong_penalty, shared_state_fraction
 from src.algos.diagnostics import pearson_corr, step_score_norms, token_score_stats
 from src.algos.empg import empg_advantages, empg_factors
 from src.algos.estimators import (
@@ -250,6 +250,8 @@ class AgentLitModule(LightningModule):
         world = self.trainer.world_size if self._trainer is not None else 1
         batch = local.map(self._gather) if world > 1 else local
         metrics: Dict[str, float] = dict(played_metrics or {f"rollout/{k}": v for k, v in rollout.summary().items()})
+        # how much of the batch a step-level comparison can reach (GiGPO's step groups; logged for every estimator)
+        metrics["rollout/shared_state_frac"] = shared_state_fraction(batch.group_ids, batch.anchors, batch.mask)
 
         estimator = dict(self.algo["estimator"])
         base = compute_base_advantages(estimator.pop("name"), batch, **estimator)

@@ -18,6 +18,7 @@ from src.algos.advantages import (
     masked_whiten,
     overlong_penalty,
     reinforce_pp_advantages,
+    shared_state_fraction,
     step_group_ids,
 )
 
@@ -184,6 +185,15 @@ def test_step_group_ids_hand_built():
     anchors = torch.where(mask, _anchors(), torch.full((5, 3), -123))
     assert torch.equal(step_group_ids(GROUPS, anchors, mask), exp)
     assert torch.equal(step_group_ids(GROUPS, anchors, torch.zeros(5, 3, dtype=torch.bool)), torch.full((5, 3), -1))
+
+
+def test_shared_state_fraction_hand_built():
+    # step groups of the hand-built batch: sizes 3 (id 0), 2 (id 1), 1, 1, 3 (id 4), 1 -> 8 of 11 real steps share
+    mask = _mask(LENGTHS, 3)
+    assert shared_state_fraction(GROUPS, _anchors(), mask) == pytest.approx(8 / 11)
+    assert shared_state_fraction(GROUPS, _anchors(), torch.zeros(5, 3, dtype=torch.bool)) == 0.0
+    # every trajectory its own group: only the repeated anchor within a row is shared (row 0: t0, t2; row 3: t1, t2)
+    assert shared_state_fraction(torch.arange(5), _anchors(), mask) == pytest.approx(4 / 11)
 
 
 def test_step_group_ids_input_checks():
