@@ -111,8 +111,7 @@ def run_one(arm: Arm, seed: int, results_dir: Path, logs_dir: Path, extra: Seque
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", nargs="+", choices=TASKS, help="only these tasks")
-    parser.add_argument("--labels", nargs="+", help="only these arms (grpo, empg, dapo, dapo_empg, "
-                        "empg_scale_only, empg_bonus_only, gigpo, gigpo_empg)")
+    parser.add_argument("--labels", nargs="+", help=f"only these arms ({', '.join(dict.fromkeys(a.label for a in plan()))})")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--results-dir", type=Path, default=ROOT / "docs" / "results")
     parser.add_argument("--logs-dir", type=Path, default=ROOT / "logs" / "compare")
