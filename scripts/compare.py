@@ -8,8 +8,9 @@ warm start per seed.
 
 Each finished run's learning curve (``results.csv``, one row per validation) is copied to
 ``docs/results/runs/<task>/<label>/seed<k>.csv``, with ``seed<k>.txt`` beside it (the commit and
-command that made it; commit both); a run whose file exists is skipped,
-so the sweep can be stopped and continued in a later session. ``python src/report.py`` then builds the
+command that made it; commit both); a run whose file exists is skipped, and a run killed part-way
+(a session's end) resumes from its last checkpoint when it is called again with the same command, so
+the sweep can be stopped and continued in a later session. ``python src/report.py`` then builds the
 tables and plots from those files alone. Runs execute one after another (two CPU cores: parallel runs
 would only share them).
 """
@@ -24,6 +25,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ("deepsearch", "alfworld", "webshop")
@@ -66,8 +69,22 @@ def command(arm: Arm, seed: int, run_dir: Path, extra: Sequence[str], threads: O
             f"hydra.run.dir={run_dir}", *extra]
 
 
+def resumable(run_dir: Path, cmd: Sequence[str]) -> bool:
+    """Whether ``run_dir`` holds a killed run of this very command: its true last state
+    (``checkpoints/last.ckpt``, written every epoch) and the same Hydra overrides, ``ckpt_path`` aside.
+    A run of other overrides (another budget, a changed arm) is not resumed: its epochs would mix two
+    settings in one curve."""
+    last, recorded = run_dir / "checkpoints" / "last.ckpt", run_dir / ".hydra" / "overrides.yaml"
+    if not (last.is_file() and recorded.is_file()):
+        return False
+    wanted = [o for o in cmd[2:] if not o.startswith(("hydra.", "ckpt_path="))]
+    made = [o for o in (yaml.safe_load(recorded.read_text()) or []) if not o.startswith("ckpt_path=")]
+    return made == wanted
+
+
 def provenance(cmd: Sequence[str], minutes: float, threads: Optional[int] = None) -> str:
-    """What made a run's table: the commit (``+dirty`` with uncommitted changes), the command, the time."""
+    """What made a run's table: the commit (``+dirty`` with uncommitted changes), the command, the time
+    (of this process: a resumed run's table counts every process in its ``wall_s``)."""
     def git(*args: str) -> str:
         out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
         return out.stdout.strip() if out.returncode == 0 else ""
@@ -80,12 +97,15 @@ def provenance(cmd: Sequence[str], minutes: float, threads: Optional[int] = None
 
 
 def run_one(arm: Arm, seed: int, results_dir: Path, logs_dir: Path, extra: Sequence[str],
-            threads: Optional[int] = None) -> bool:
-    """Train one arm and seed; on success copy its tables into ``results_dir``. Returns success."""
+            threads: Optional[int] = None, restart: bool = False) -> bool:
+    """Train one arm and seed (resuming a killed run of the same command unless ``restart``); on
+    success copy its tables into ``results_dir``. Returns success."""
     run_dir = logs_dir / arm.task / arm.label / f"seed{seed}"
-    if run_dir.exists():
-        shutil.rmtree(run_dir)  # a run killed part-way starts again from scratch
     cmd = command(arm, seed, run_dir, extra, threads)
+    if not restart and resumable(run_dir, cmd):
+        cmd.append("ckpt_path=last")  # the run folder's own last.ckpt (src.utils.resolve_ckpt_path)
+    elif run_dir.exists():
+        shutil.rmtree(run_dir)  # another setting's leftovers, or no epoch finished: from scratch
     env = {**os.environ, "HYDRA_FULL_ERROR": "1", **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
     print(f"[compare] {arm.task}/{arm.label}/seed{seed}: {' '.join(cmd[1:])}", flush=True)
     start = time.perf_counter()
@@ -119,6 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="torch threads of every run and its warm start (OMP_NUM_THREADS "
                         "and model.warmstart.num_threads): 1 lets two sweeps share two cores without the "
                         "slow-down of two-thread runs contending (docs/benchmarks.md)")
+    parser.add_argument("--restart", action="store_true",
+                        help="start runs killed part-way from scratch instead of resuming their last checkpoint")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run (e.g. trainer.max_epochs=2)")
     args = parser.parse_args(argv)
 
@@ -137,9 +159,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         if args.dry_run:
             run_dir = args.logs_dir / arm.task / arm.label / f"seed{seed}"
-            print(" ".join(command(arm, seed, run_dir, args.overrides, args.threads)[1:]))
+            cmd = command(arm, seed, run_dir, args.overrides, args.threads)
+            resume = " ckpt_path=last" if not args.restart and resumable(run_dir, cmd) else ""
+            print(" ".join(cmd[1:]) + resume)
             continue
-        failures += not run_one(arm, seed, args.results_dir, args.logs_dir, args.overrides, args.threads)
+        failures += not run_one(arm, seed, args.results_dir, args.logs_dir, args.overrides, args.threads,
+                                args.restart)
     return 1 if failures else 0
 
 

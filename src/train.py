@@ -72,6 +72,11 @@ def train(cfg: DictConfig) -> Tuple[Dict[str, Any], Dict[str, Any]]:
         ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir,
                                       str(Path(cfg.paths.log_dir) / cfg.task_name / "runs"))
         trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
+        if ckpt_path and not any(k.startswith("val/") for k in trainer.callback_metrics):
+            # resumed from a run that had already trained its epochs (killed before anything read its
+            # results): nothing was trained or validated here, so the final metrics are the restored policy's
+            log.info("The checkpoint had no epoch left to train: validating its policy for the final metrics")
+            trainer.validate(model=model, datamodule=datamodule)
     train_metrics = dict(trainer.callback_metrics)
     if initial_metrics and trainer.current_epoch == 0:
         # `trainer.max_epochs=0` (evaluate the warm start alone): the final policy is the initial one, so its

@@ -88,6 +88,42 @@ def test_compare_plan_covers_the_issue_and_skips_done_runs(tmp_path, capsys):
     assert "task=alfworld algo=empg seed=1 model.warmstart.seed=1" in out
 
 
+def _killed_run(logs: Path, arm: "compare.Arm", seed: int, overrides) -> Path:
+    """A run folder as a killed training leaves it: Hydra's overrides and the per-epoch last.ckpt."""
+    run_dir = logs / arm.task / arm.label / f"seed{seed}"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    (run_dir / "checkpoints").mkdir()
+    (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"")
+    return run_dir
+
+
+def test_compare_resumes_a_killed_run_of_the_same_command_only(tmp_path, capsys):
+    arm = next(a for a in compare.plan() if a.task == "alfworld" and a.label == "gigpo")
+    logs = tmp_path / "logs"
+    cmd = compare.command(arm, 2, logs / "alfworld" / "gigpo" / "seed2", ["trainer.max_epochs=4"], threads=1)
+    same = [o for o in cmd[2:] if not o.startswith("hydra.")]
+    run_dir = _killed_run(logs, arm, 2, same)
+    assert same[:3] == ["task=alfworld", "algo=gigpo", "seed=2"] and "trainer.max_epochs=4" in same
+    assert compare.resumable(run_dir, cmd)
+    # once resumed, Hydra records ckpt_path=last too: a second kill still resumes
+    (run_dir / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in same + ["ckpt_path=last"]))
+    assert compare.resumable(run_dir, cmd + ["ckpt_path=last"])
+    other = compare.command(arm, 2, run_dir, ["trainer.max_epochs=8"], threads=1)
+    assert not compare.resumable(run_dir, other)  # another budget: its epochs are not this run's
+    (run_dir / "checkpoints" / "last.ckpt").unlink()
+    assert not compare.resumable(run_dir, cmd)  # killed before its first epoch ended: nothing to resume
+
+    _killed_run(logs, arm, 3, [o for o in compare.command(arm, 3, run_dir, [], threads=1)[2:]
+                               if not o.startswith("hydra.")])
+    base = ["--tasks", "alfworld", "--labels", "gigpo", "--seeds", "3", "--threads", "1", "--dry-run",
+            "--results-dir", str(tmp_path / "results"), "--logs-dir", str(logs)]
+    assert compare.main(base) == 0
+    assert capsys.readouterr().out.strip().endswith("ckpt_path=last")
+    assert compare.main(base + ["--restart"]) == 0
+    assert "ckpt_path" not in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_compare_runs_an_arm_and_collects_its_table(tmp_path):
     args = ["--tasks", "deepsearch", "--labels", "empg", "--seeds", "1", "--results-dir", str(tmp_path / "results"),
@@ -103,6 +139,12 @@ def test_compare_runs_an_arm_and_collects_its_table(tmp_path):
     mtime = table.stat().st_mtime_ns
     assert compare.main(args) == 0  # done: skipped, the file untouched
     assert table.stat().st_mtime_ns == mtime
+    # killed after its last epoch, before the copy: the rerun resumes the checkpoint instead of training again
+    first = table.read_text()
+    table.unlink()
+    assert compare.main(args) == 0
+    assert table.read_text() == first  # the curve, epoch 0 included, rode in the checkpoint
+    assert "ckpt_path=last" in table.with_suffix(".txt").read_text()
 
 
 RESULTS_DIR = Path(__file__).parents[1] / "docs" / "results"
