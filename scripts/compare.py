@@ -82,17 +82,22 @@ def resumable(run_dir: Path, cmd: Sequence[str]) -> bool:
     return made == wanted
 
 
-def provenance(cmd: Sequence[str], minutes: float, threads: Optional[int] = None) -> str:
-    """What made a run's table: the commit (``+dirty`` with uncommitted changes), the command, the time
-    (of this process: a resumed run's table counts every process in its ``wall_s``)."""
+def source_commit() -> str:
+    """The commit a run starts from (``+dirty`` with uncommitted changes), taken before it trains: a
+    run takes an hour, and the tree may move on meanwhile."""
     def git(*args: str) -> str:
         out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
         return out.stdout.strip() if out.returncode == 0 else ""
 
     commit = git("rev-parse", "HEAD") or "unknown"
-    dirty = "+dirty" if git("status", "--porcelain", "--untracked-files=no") else ""
+    return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def provenance(commit: str, cmd: Sequence[str], minutes: float, threads: Optional[int] = None) -> str:
+    """What made a run's table: the commit it started from, the command, the time (of this process: a
+    resumed run's table counts every process in its ``wall_s``)."""
     launch = f"OMP_NUM_THREADS={threads} " if threads else ""
-    return (f"commit: {commit}{dirty}\ncommand: {launch}python {' '.join(str(c) for c in cmd[1:])}\n"
+    return (f"commit: {commit}\ncommand: {launch}python {' '.join(str(c) for c in cmd[1:])}\n"
             f"finished: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}\nminutes: {minutes:.1f}\n")
 
 
@@ -108,7 +113,7 @@ def run_one(arm: Arm, seed: int, results_dir: Path, logs_dir: Path, extra: Seque
         shutil.rmtree(run_dir)  # another setting's leftovers, or no epoch finished: from scratch
     env = {**os.environ, "HYDRA_FULL_ERROR": "1", **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
     print(f"[compare] {arm.task}/{arm.label}/seed{seed}: {' '.join(cmd[1:])}", flush=True)
-    start = time.perf_counter()
+    commit, start = source_commit(), time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env)
     minutes = (time.perf_counter() - start) / 60
     table = run_dir / "results.csv"
@@ -123,7 +128,7 @@ def run_one(arm: Arm, seed: int, results_dir: Path, logs_dir: Path, extra: Seque
         prop1_target = results_dir / "prop1" / arm.task / arm.label / f"seed{seed}.csv"
         prop1_target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(prop1, prop1_target)
-    target.with_suffix(".txt").write_text(provenance(cmd, minutes, threads))
+    target.with_suffix(".txt").write_text(provenance(commit, cmd, minutes, threads))
     print(f"[compare] done in {minutes:.1f} min -> {target.relative_to(results_dir.parent)}", flush=True)
     return True
 
