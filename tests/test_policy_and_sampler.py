@@ -234,3 +234,28 @@ def test_sampled_validation_replays_its_random_stream_and_differs_from_greedy(ma
     assert sampled == responses("task.val_temperature=0.4")
     assert sampled != responses("task.val_temperature=0.4", "seed=5")
     assert sampled != responses("task.val_temperature=null")
+
+
+def test_several_validation_samples_replay_the_first_and_draw_anew_after_it(make_cfg_module, policy):
+    # task.val_samples=k plays every held-out task k times with k random streams, the first the single-sample
+    # validation's: success over k x val_episodes episodes, whose noise shrinks as 1/sqrt(k)
+    def datamodule(*overrides):
+        module = hydra.utils.instantiate(make_cfg_module("task=alfworld", "task.val_batch_size=3", "task.val_episodes=5",
+                                                         "task.env.max_steps=3", "task.val_temperature=0.4",
+                                                         *overrides).task)
+        module.setup()
+        return module
+
+    three = datamodule("task.val_samples=3")
+    batches = list(three.val_dataloader())
+    expected = [([0, 1, 2], 0), ([3, 4], 0), ([0, 1, 2], 1), ([3, 4], 1), ([0, 1, 2], 2), ([3, 4], 2)]
+    assert [(b.task_indices, b.sample) for b in batches] == expected
+    assert [(b.task_indices, b.sample) for b in datamodule().val_dataloader()] == [([0, 1, 2], 0), ([3, 4], 0)]
+
+    def responses(module, sample):
+        return [s.response_text for s in module.play_validation(policy, [0, 1, 2], sample).steps]
+
+    first = responses(three, 0)
+    assert first == responses(datamodule(), 0)  # val_samples=1 runs replay their validations unchanged
+    assert responses(three, 1) == responses(three, 1)
+    assert responses(three, 1) != first and responses(three, 2) != responses(three, 1)

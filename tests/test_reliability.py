@@ -235,6 +235,8 @@ def test_a_prompt_that_cannot_fit_the_context_fails_before_any_rollout(make_cfg,
     ("task.max_env_error_fraction=1.5", r"task.max_env_error_fraction=1.5 is out of range: it must be >= 0 and <= 1"),
     ("task.expert_guidance=2", r"task.expert_guidance=2 must be in \[0, task.group_size=2\)"),
     ("task.val_temperature=0", r"task.val_temperature=0 is out of range: it must be > 0"),
+    ("task.val_samples=0", r"task.val_samples=0 is out of range: it must be >= 1"),
+    ("task.val_samples=2", r"task.val_samples=2 needs sampled validation \(task.val_temperature=<number>"),
     ("algo.max_consecutive_skips=0", r"algo.max_consecutive_skips must be >= 1"),
 ])
 def test_a_wrong_config_value_names_its_key(make_cfg, override, message):

@@ -6,7 +6,7 @@ import os
 import random
 from dataclasses import replace
 from functools import partial
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from lightning import LightningDataModule
@@ -103,6 +103,17 @@ def _seeded_generator(policy: Optional[Policy], name: str) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(random.Random(name).getrandbits(63))
 
 
+class ValidationBatch(NamedTuple):
+    """One validation batch: held-out task indices and which of ``val_samples`` draws plays them."""
+
+    task_indices: List[int]
+    sample: int
+
+
+def _unchanged(batch: ValidationBatch) -> ValidationBatch:
+    return batch  # the loader's default collation would turn the tuple into a list
+
+
 class RolloutDataModule(LightningDataModule):
     """Plays a registered text environment with the LightningModule's current policy.
 
@@ -121,6 +132,10 @@ class RolloutDataModule(LightningDataModule):
             instead (verl-agent validates ALFWorld and WebShop at 0.4: greedy decoding locks a weak agent into
             repeating one failed command to the step cap). The draws are a function of (seed, task index
             of the batch's first episode) alone, so every validation of a run replays the same random stream.
+        val_samples: episodes played on each held-out task at every validation, each with its own draws
+            (sampled validation only). Success is then the mean over ``val_episodes × val_samples`` episodes,
+            whose binomial noise shrinks as 1/√val_samples at val_samples times the validation's cost; the
+            first sample's draws are the single-sample validation's.
         seed: base seed of task draws (mixed with the epoch and the rank).
         expert_guidance: members of every training group played by the environment's expert instead
             of the policy (off-policy guidance, as LUFFY mixes demonstrations into GRPO groups): a group
@@ -146,6 +161,7 @@ class RolloutDataModule(LightningDataModule):
         val_batch_size: int = 50,
         val_split: str = "val",
         val_temperature: Optional[float] = None,
+        val_samples: int = 1,
         seed: int = 0,
         expert_guidance: int = 0,
         env_step_timeout_s: Optional[float] = 60.0,
@@ -153,11 +169,15 @@ class RolloutDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         for key, value in (("groups", groups), ("group_size", group_size), ("mini_batch_size", mini_batch_size),
-                           ("val_episodes", val_episodes), ("val_batch_size", val_batch_size)):
+                           ("val_episodes", val_episodes), ("val_batch_size", val_batch_size),
+                           ("val_samples", val_samples)):
             require_number(f"task.{key}", value, integer=True, low=1)
         require_number("task.seed", seed, integer=True)
         if val_temperature is not None:
             require_number("task.val_temperature", val_temperature, low=0.0, low_open=True)
+        elif int(val_samples) > 1:
+            raise ValueError(f"task.val_samples={val_samples} needs sampled validation (task.val_temperature=<number>, "
+                             "e.g. 0.4): greedy decoding plays the same episode every time")
         require_number("task.expert_guidance", expert_guidance, integer=True, low=0)
         require_number("task.max_env_error_fraction", max_env_error_fraction, low=0.0, high=1.0)
         if env_step_timeout_s is not None:
@@ -413,20 +433,26 @@ class RolloutDataModule(LightningDataModule):
 
     # ------------------------------------------------------------------ validation data
     def val_dataloader(self) -> DataLoader:
-        """Batches of held-out task indices (this rank's share); the LightningModule plays them."""
+        """Batches of held-out task indices (this rank's share), once per sample (``val_samples``), as
+        ``ValidationBatch``es; the LightningModule plays them."""
         total = min(self.hparams.val_episodes, self.val_envs[0].num_tasks())
         indices = list(range(self._rank, total, self._world_size))
-        return DataLoader(indices, batch_size=self.hparams.val_batch_size, shuffle=False,
-                          collate_fn=list, num_workers=0)
+        size = self.hparams.val_batch_size
+        batches = [ValidationBatch(indices[i: i + size], sample)
+                   for sample in range(self.hparams.val_samples) for i in range(0, len(indices), size)]
+        return DataLoader(batches, batch_size=None, shuffle=False, collate_fn=_unchanged, num_workers=0)
 
-    def play_validation(self, policy: Policy, task_indices: Sequence[int]) -> RolloutResult:
-        """One episode on each of the given held-out tasks: greedy, or sampled at ``val_temperature``."""
+    def play_validation(self, policy: Policy, task_indices: Sequence[int], sample: int = 0) -> RolloutResult:
+        """One episode on each of the given held-out tasks: greedy, or sampled at ``val_temperature``
+        with the draws of validation sample ``sample`` (see ``val_samples``)."""
         envs = self.val_envs[: len(task_indices)]
         resets = [{"options": {"index": int(i)}} for i in task_indices]
         temperature = self.hparams.val_temperature
         generator = None
         if temperature is not None:
-            generator = _seeded_generator(policy, f"validate/{self.hparams.seed}/{int(task_indices[0])}")
+            # sample 0 keeps the single-sample key, so val_samples=1 replays every earlier run's validations
+            key = f"validate/{self.hparams.seed}/{int(task_indices[0])}" + (f"/{sample}" if sample else "")
+            generator = _seeded_generator(policy, key)
         result = self.sampler.play(policy, envs, resets, list(range(len(envs))), greedy=temperature is None,
                                    temperature=temperature, generator=generator, guard=self.guard)
         self._handle_env_errors(result, "val")

@@ -35,6 +35,7 @@ from src.algos.losses import (
     value_loss,
 )
 from src.data.batch import response_logits, response_logits_and_values, rescore_steps, score_rows, token_log_probs
+from src.data.rollout_datamodule import ValidationBatch
 from src.policy.lora import has_lora, reference_model
 from src.policy.model import Policy, check_context, check_vocabulary, uses_autocast
 from src.models.warmstart import cached_dagger_round, cached_warm_start
@@ -535,8 +536,8 @@ class AgentLitModule(LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._val_results: List[RolloutResult] = []
 
-    def validation_step(self, batch: List[int], batch_idx: int) -> None:
-        self._val_results.append(self.trainer.datamodule.play_validation(self.policy, batch))
+    def validation_step(self, batch: ValidationBatch, batch_idx: int) -> None:
+        self._val_results.append(self.trainer.datamodule.play_validation(self.policy, batch.task_indices, batch.sample))
 
     def on_validation_epoch_end(self) -> None:
         # one summary over the whole pass, not a mean of batch means: a per-family metric is then the
