@@ -47,7 +47,6 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import platform
 import random
 import statistics
 import subprocess
@@ -74,6 +73,7 @@ from src.policy.backends import HFBackend, VLLMBackend  # noqa: E402
 from src.policy.generation import left_pad  # noqa: E402
 from src.policy.model import Policy, stop_token_ids  # noqa: E402
 from src.rollout.expert import expert_demonstrations  # noqa: E402
+from src.utils.determinism import cpu_model  # noqa: E402
 
 GROUP_SIZE = 8
 #: vLLM's token budget per engine step here (64 prompts of up to 2,048 tokens)
@@ -299,8 +299,7 @@ def measure_training(policy: Policy, rows: List[Dict[str, Any]], repeats: int, t
 
 # ---------------------------------------------------------------------------------------------- main
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor())
+    cpu = cpu_model()
     import transformers
 
     import importlib.metadata as md

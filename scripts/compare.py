@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -29,6 +30,9 @@ from typing import List, Optional, Sequence, Tuple
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from src.utils.determinism import cpu_model, library_versions  # noqa: E402
+
 TASKS = ("deepsearch", "alfworld", "webshop")
 
 
@@ -93,12 +97,24 @@ def source_commit() -> str:
     return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
-def provenance(commit: str, cmd: Sequence[str], minutes: float, threads: Optional[int] = None) -> str:
+def warm_starts(run_dir: Path) -> List[str]:
+    """The warm-start cache files a run's log names, built or loaded, in order: two arms are paired on
+    the same warm start only if they name the same file (its key holds the settings and the numerics
+    signature, so another machine or library version gives another file from the same seed)."""
+    log = run_dir / "train.log"
+    found = re.findall(r"warmstart-[0-9a-f]+\.pt", log.read_text(errors="replace")) if log.exists() else []
+    return list(dict.fromkeys(found))
+
+
+def provenance(commit: str, cmd: Sequence[str], minutes: float, threads: Optional[int] = None,
+               warm_start: Sequence[str] = ()) -> str:
     """What made a run's table: the commit it started from, the command, the time (of this process: a
-    resumed run's table counts every process in its ``wall_s``)."""
+    resumed run's table counts every process in its ``wall_s``), the machine and the warm start."""
     launch = f"OMP_NUM_THREADS={threads} " if threads else ""
+    versions = ", ".join(f"{name} {v}" for name, v in library_versions().items())
     return (f"commit: {commit}\ncommand: {launch}python {' '.join(str(c) for c in cmd[1:])}\n"
-            f"finished: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}\nminutes: {minutes:.1f}\n")
+            f"finished: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}\nminutes: {minutes:.1f}\n"
+            f"machine: {cpu_model()}; {versions}\nwarm start: {', '.join(warm_start) or 'not in the log'}\n")
 
 
 def run_one(arm: Arm, seed: int, results_dir: Path, logs_dir: Path, extra: Sequence[str],
@@ -128,7 +144,7 @@ def run_one(arm: Arm, seed: int, results_dir: Path, logs_dir: Path, extra: Seque
         prop1_target = results_dir / "prop1" / arm.task / arm.label / f"seed{seed}.csv"
         prop1_target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(prop1, prop1_target)
-    target.with_suffix(".txt").write_text(provenance(commit, cmd, minutes, threads))
+    target.with_suffix(".txt").write_text(provenance(commit, cmd, minutes, threads, warm_starts(run_dir)))
     print(f"[compare] done in {minutes:.1f} min -> {target.relative_to(results_dir.parent)}", flush=True)
     return True
 

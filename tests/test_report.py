@@ -124,6 +124,22 @@ def test_compare_resumes_a_killed_run_of_the_same_command_only(tmp_path, capsys)
     assert "ckpt_path" not in capsys.readouterr().out
 
 
+def test_provenance_names_the_machine_and_the_warm_start_a_run_used(tmp_path):
+    run_dir = tmp_path / "run"
+    assert compare.warm_starts(run_dir) == []  # no log: nothing claimed
+    run_dir.mkdir()
+    (run_dir / "train.log").write_text(
+        "[..][src.models.warmstart][INFO] - Warm start: 2000 SFT steps ... cached at /a/warmstart/warmstart-7ca1f.pt\n"
+        "[..][src.models.warmstart][INFO] - Warm start loaded from cache /a/warmstart/warmstart-7ca1f.pt\n"
+        "[..][src.models.warmstart][INFO] - Warm start loaded from cache /b/warmstart-0042.pt\n")
+    assert compare.warm_starts(run_dir) == ["warmstart-7ca1f.pt", "warmstart-0042.pt"]  # a resume that changed it
+    text = compare.provenance("abc", ["python", "src/train.py", "seed=1"], 1.0, 1, compare.warm_starts(run_dir))
+    lines = dict(line.split(": ", 1) for line in text.splitlines())
+    assert lines["warm start"] == "warmstart-7ca1f.pt, warmstart-0042.pt"
+    assert "torch " in lines["machine"] and "transformers " in lines["machine"]
+    assert compare.provenance("abc", ["python", "x"], 1.0).splitlines()[-1] == "warm start: not in the log"
+
+
 @pytest.mark.slow
 def test_compare_runs_an_arm_and_collects_its_table(tmp_path):
     args = ["--tasks", "deepsearch", "--labels", "empg", "--seeds", "1", "--results-dir", str(tmp_path / "results"),

@@ -10,6 +10,7 @@ reused, or silently re-created under the same name, by a run whose arithmetic di
 """
 from __future__ import annotations
 
+import platform
 import random
 import re
 from contextlib import contextmanager
@@ -38,6 +39,17 @@ def blas_backend() -> str:
     """The BLAS torch was built with (``mkl``, ``open``, ...), read from its build configuration."""
     match = re.search(r"BLAS_INFO=([^,\s]+)", torch.__config__.show())
     return match.group(1) if match else "unknown"
+
+
+def cpu_model() -> str:
+    """The host CPU's model name (``/proc/cpuinfo`` on Linux, else what :mod:`platform` says): two machines
+    with the same signature below may still differ here, and MKL dispatches by the model too."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            named = [line.split(":", 1)[1].strip() for line in info if line.startswith("model name")]
+    except OSError:
+        named = []
+    return (named[0] if named else platform.processor()) or "unknown"
 
 
 def numerics_signature() -> Dict[str, str]:
