@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -31,6 +30,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from src.models.warmstart import WARM_START_FILE  # noqa: E402
 from src.utils.determinism import cpu_model, library_versions  # noqa: E402
 
 TASKS = ("deepsearch", "alfworld", "webshop")
@@ -102,7 +102,7 @@ def warm_starts(run_dir: Path) -> List[str]:
     the same warm start only if they name the same file (its key holds the settings and the numerics
     signature, so another machine or library version gives another file from the same seed)."""
     log = run_dir / "train.log"
-    found = re.findall(r"warmstart-[0-9a-f]+\.pt", log.read_text(errors="replace")) if log.exists() else []
+    found = WARM_START_FILE.findall(log.read_text(errors="replace")) if log.exists() else []
     return list(dict.fromkeys(found))
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,16 @@ from src.utils.determinism import numerics_signature, pinned_threads
 from src.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__, rank_zero_only=True)
+
+_FILE_PREFIX, _FILE_SUFFIX = "warmstart-", ".pt"
+#: Any warm start's cache file name, as it appears in a run's log (scripts/compare.py records which one
+#: a run used, since two runs are paired only on the same file).
+WARM_START_FILE = re.compile(re.escape(_FILE_PREFIX) + "[0-9a-f]+" + re.escape(_FILE_SUFFIX))
+
+
+def warm_start_file(key: str) -> str:
+    """The cache file name of the warm start with cache key ``key``."""
+    return f"{_FILE_PREFIX}{key}{_FILE_SUFFIX}"
 
 
 #: Bumped whenever the fine-tune recipe changes, so a stale cached warm start is never reused.
@@ -106,7 +117,7 @@ def cached_warm_start(
     the instruction set and the libraries stay in it (and in the key)."""
     with pinned_threads(num_threads):
         key = warm_start_key(policy, pairs, {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed})
-        path = Path(cache_dir) / f"warmstart-{key}.pt"
+        path = Path(cache_dir) / warm_start_file(key)
         if path.exists():
             policy.model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
             log.info(f"Warm start loaded from cache {path}")
