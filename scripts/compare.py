@@ -11,8 +11,12 @@ Each finished run's learning curve (``results.csv``, one row per validation) is 
 command that made it; commit both); a run whose file exists is skipped, and a run killed part-way
 (a session's end) resumes from its last checkpoint when it is called again with the same command, so
 the sweep can be stopped and continued in a later session. ``python src/report.py`` then builds the
-tables and plots from those files alone. Runs execute one after another (two CPU cores: parallel runs
-would only share them).
+tables and plots from those files alone. One sweep runs its runs one after another; on two cores, two
+sweeps with ``--threads 1`` side by side keep both busy (say, two seeds of one label, each building its
+own warm start; on this project's 2-core machine a cached-warm-start ALFWorld run took 51-54 min so):
+
+    python scripts/compare.py --threads 1 --tasks alfworld --labels grpo --seeds 2 &
+    python scripts/compare.py --threads 1 --tasks alfworld --labels grpo --seeds 3 &
 """
 from __future__ import annotations
 
