@@ -13,7 +13,7 @@ command that made it; commit both); a run whose file exists is skipped, and a ru
 the sweep can be stopped and continued in a later session. ``python src/report.py`` then builds the
 tables and plots from those files alone. One sweep runs its runs one after another; on two cores, two
 sweeps with ``--threads 1`` side by side keep both busy (say, two seeds of one label, each building its
-own warm start; on this project's 2-core machine a cached-warm-start ALFWorld run took 51-54 min so):
+own warm start; on this project's 2-core machine a cached-warm-start ALFWorld run took 47-55 min so):
 
     python scripts/compare.py --threads 1 --tasks alfworld --labels grpo --seeds 2 &
     python scripts/compare.py --threads 1 --tasks alfworld --labels grpo --seeds 3 &
